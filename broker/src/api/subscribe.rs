@@ -1,0 +1,198 @@
+//! The Subscribe stream: a consumer opens with `start`, then grants credit and
+//! settles deliveries on the same stream while the server streams batches.
+
+use hermod_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Response, Status, Streaming};
+
+use crate::domain::limits::MAX_CONSUMER_CREDIT;
+use crate::domain::{Pattern, SubscriptionName};
+use crate::engine::{Broker, Delivery, Input, Settle};
+
+use super::convert;
+use super::service::BoxStream;
+
+/// Responses buffered towards one consumer.
+const RESPONSE_BUFFER: usize = 64;
+/// Credit of a consumer that asks for none.
+const DEFAULT_CREDIT: u32 = 256;
+
+pub async fn open(
+    broker: Broker,
+    mut incoming: Streaming<pb::SubscribeRequest>,
+) -> Result<Response<BoxStream<pb::SubscribeResponse>>, Status> {
+    let first = incoming
+        .next()
+        .await
+        .ok_or_else(|| Status::invalid_argument("start: the stream must open with a start request"))??;
+    let Some(pb::subscribe_request::Request::Start(start)) = first.request else {
+        return Err(Status::invalid_argument(
+            "start: the stream must open with a start request",
+        ));
+    };
+    let credit = match start.initial_credit {
+        0 => DEFAULT_CREDIT,
+        c if c > MAX_CONSUMER_CREDIT => {
+            return Err(Status::invalid_argument(format!(
+                "start.initial_credit: {c} is more than the allowed {MAX_CONSUMER_CREDIT}"
+            )));
+        }
+        c => c,
+    };
+    let (out, rx) = mpsc::channel(RESPONSE_BUFFER);
+    match start.target {
+        Some(pb::subscribe_start::Target::Subscription(name)) => {
+            let name = SubscriptionName::parse("start.subscription", &name)
+                .map_err(|e| Status::from(crate::error::BrokerError::from(e)))?;
+            let attachment = broker.attach(&name, credit).await.map_err(Status::from)?;
+            tokio::spawn(durable(broker, attachment, incoming, out));
+        }
+        Some(pb::subscribe_start::Target::Pattern(pattern)) => {
+            let pattern = Pattern::parse("start.pattern", &pattern)
+                .map_err(|e| Status::from(crate::error::BrokerError::from(e)))?;
+            let buffer = (credit as usize)
+                .div_ceil(crate::domain::limits::MAX_DELIVERY_BATCH)
+                .max(1)
+                * 4;
+            let (id, deliveries) = broker.listen(pattern, buffer);
+            tokio::spawn(ephemeral(broker, id, deliveries, incoming, out));
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "start: either subscription or pattern is required",
+            ));
+        }
+    }
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+fn batch(deliveries: &[Delivery]) -> pb::SubscribeResponse {
+    let messages = deliveries.iter().map(convert::delivered).collect();
+    pb::SubscribeResponse {
+        response: Some(pb::subscribe_response::Response::Deliveries(pb::DeliveryBatch {
+            messages,
+        })),
+    }
+}
+
+type Out = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
+
+async fn durable(
+    broker: Broker,
+    mut attachment: crate::engine::Attachment,
+    mut incoming: Streaming<pb::SubscribeRequest>,
+    out: Out,
+) {
+    loop {
+        tokio::select! {
+            deliveries = attachment.deliveries.recv() => {
+                let Some(deliveries) = deliveries else { break };
+                if out.send(Ok(batch(&deliveries))).await.is_err() {
+                    break;
+                }
+            }
+            request = incoming.next() => {
+                let Some(Ok(request)) = request else { break };
+                if !handle(&broker, &attachment, request, &out).await {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = attachment.inbox.send(Input::Detach(attachment.consumer)).await;
+}
+
+/// Handles one consumer request; false ends the stream.
+async fn handle(
+    broker: &Broker,
+    attachment: &crate::engine::Attachment,
+    request: pb::SubscribeRequest,
+    out: &Out,
+) -> bool {
+    use pb::subscribe_request::Request as R;
+    let (tokens, settle, field) = match request.request {
+        Some(R::Credit(credit)) => {
+            let _ = attachment
+                .inbox
+                .send(Input::Credit(attachment.consumer, credit.messages))
+                .await;
+            return true;
+        }
+        Some(R::Ack(a)) => (a.ack_tokens, Settle::Ack, "ack.ack_tokens"),
+        Some(R::Nack(n)) => (
+            n.ack_tokens,
+            Settle::Nack(convert::optional_ms(n.delay_ms)),
+            "nack.ack_tokens",
+        ),
+        Some(R::Extend(e)) => (
+            e.ack_tokens,
+            Settle::Extend(convert::optional_ms(e.extension_ms)),
+            "extend.ack_tokens",
+        ),
+        Some(R::Reject(r)) => (r.ack_tokens, Settle::Reject, "reject.ack_tokens"),
+        Some(R::Start(_)) => {
+            let _ = out
+                .send(Err(Status::failed_precondition(
+                    "start: the stream is already started",
+                )))
+                .await;
+            return false;
+        }
+        None => return true,
+    };
+    if let Settle::Nack(Some(ms)) | Settle::Extend(Some(ms)) = settle {
+        if ms > crate::domain::limits::MAX_ACK_DEADLINE_MS {
+            let limit = crate::domain::limits::MAX_ACK_DEADLINE_MS;
+            let _ = out
+                .send(Err(Status::invalid_argument(format!(
+                    "{field}: {ms} ms is more than the allowed {limit} ms"
+                ))))
+                .await;
+            return false;
+        }
+    }
+    let outcomes = broker.settle(&tokens, field, settle).await;
+    let results = tokens
+        .into_iter()
+        .zip(outcomes)
+        .map(|(ack_token, outcome)| pb::SettleResult {
+            ack_token,
+            error: outcome.err().map(convert::item_error),
+        })
+        .collect();
+    let response = pb::SubscribeResponse {
+        response: Some(pb::subscribe_response::Response::Settled(pb::SettleResults {
+            results,
+        })),
+    };
+    out.send(Ok(response)).await.is_ok()
+}
+
+async fn ephemeral(
+    broker: Broker,
+    id: u64,
+    mut deliveries: mpsc::Receiver<Vec<Delivery>>,
+    mut incoming: Streaming<pb::SubscribeRequest>,
+    out: Out,
+) {
+    loop {
+        tokio::select! {
+            batch_in = deliveries.recv() => {
+                let Some(items) = batch_in else { break };
+                if out.send(Ok(batch(&items))).await.is_err() {
+                    break;
+                }
+            }
+            request = incoming.next() => {
+                // Ephemeral deliveries need no settling; credit is the buffer.
+                match request {
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+    broker.unlisten(id);
+}

@@ -1,0 +1,81 @@
+//! Routes what the state machine applied to the subscriptions it concerns:
+//! new messages, acks, and subscriptions that come and go.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::domain::DeliveryGuarantee;
+use crate::state::{Applied, StoredRef};
+
+use super::{Broker, Delivery, Input};
+
+/// Runs until the state machine's channel closes.
+pub async fn run(broker: Broker, mut applied: mpsc::Receiver<Vec<Applied>>) {
+    while let Some(changes) = applied.recv().await {
+        for change in changes {
+            route(&broker, change).await;
+        }
+    }
+}
+
+async fn route(broker: &Broker, change: Applied) {
+    match change {
+        Applied::Stored(stored) => {
+            offer_live(broker, &stored);
+            for inbox in inboxes_for(broker, &stored) {
+                // Awaiting here slows the state machine down rather than drop a message.
+                let _ = inbox.send(Input::Stored(stored.clone())).await;
+            }
+        }
+        Applied::Acked(subscription, key) => {
+            if let Some(inbox) = broker.inbox(&subscription) {
+                let _ = inbox.send(Input::Acked(key)).await;
+            }
+        }
+        Applied::SubscriptionCreated(name) => broker.spawn_dispatcher(&name),
+        Applied::SubscriptionDeleted(name) => {
+            // Dropping the last sender of the inbox that the engine holds
+            // stops the dispatcher once its consumers are gone too.
+            let removed = broker
+                .inner
+                .dispatchers
+                .lock()
+                .expect("dispatchers lock")
+                .remove(&name);
+            if let Some((_, inbox)) = removed {
+                let _ = inbox.send(Input::Shutdown).await;
+            }
+        }
+        Applied::TopicCreated(_) | Applied::TopicDeleted(_) | Applied::Truncated { .. } => {}
+    }
+}
+
+fn inboxes_for(broker: &Broker, stored: &StoredRef) -> Vec<mpsc::Sender<Input>> {
+    let dispatchers = broker.inner.dispatchers.lock().expect("dispatchers lock");
+    dispatchers
+        .values()
+        .filter(|(pattern, _)| pattern.matches(&stored.key.topic))
+        .map(|(_, inbox)| inbox.clone())
+        .collect()
+}
+
+/// Ephemeral listeners see durable messages live too, at most once.
+fn offer_live(broker: &Broker, stored: &StoredRef) {
+    if !broker.inner.live.wants(&stored.key.topic) {
+        return;
+    }
+    match broker.inner.reader.message(&stored.key) {
+        Ok(Some(message)) => {
+            let delivery = Delivery {
+                message: Arc::new(message),
+                attempt: 1,
+                ack_token: None,
+                delivery: DeliveryGuarantee::AtMostOnce,
+            };
+            broker.inner.live.offer(&delivery);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read {:?} for live listeners: {e}", stored.key),
+    }
+}

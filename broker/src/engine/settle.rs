@@ -1,0 +1,146 @@
+//! Settling deliveries by ack token: ack (durable before it is confirmed),
+//! nack, extend and reject.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::oneshot;
+
+use crate::domain::limits::MAX_SETTLE_BATCH;
+use crate::domain::{MessageKey, SubscriptionName};
+use crate::error::BrokerError;
+use crate::semantics::Lease;
+use crate::state::{Command, Response};
+
+use super::{AckToken, Broker, Input, Settle};
+
+impl Broker {
+    /// Settles each token; answers one result per token, in order. Acks are
+    /// committed through consensus before they are answered, so an `Ok` ack
+    /// is a confirmed ack: the message never comes again to that subscription.
+    pub async fn settle(
+        &self,
+        tokens: &[String],
+        field: &str,
+        settle: Settle,
+    ) -> Vec<Result<(), BrokerError>> {
+        if tokens.len() > MAX_SETTLE_BATCH {
+            let e = BrokerError::ResourceExhausted(format!(
+                "{field}: {} tokens, at most {MAX_SETTLE_BATCH} per request",
+                tokens.len()
+            ));
+            return vec![Err(e); tokens.len()];
+        }
+        let mut results: Vec<Result<(), BrokerError>> = Vec::with_capacity(tokens.len());
+        // Acks validated against their lease, grouped per subscription for one commit each.
+        let mut to_commit: BTreeMap<SubscriptionName, Vec<(usize, MessageKey, Option<Lease>)>> =
+            BTreeMap::new();
+        for (index, text) in tokens.iter().enumerate() {
+            let token = match AckToken::decode(&format!("{field}[{index}]"), text) {
+                Ok(token) => token,
+                Err(e) => {
+                    results.push(Err(e.into()));
+                    continue;
+                }
+            };
+            let is_ack = matches!(settle, Settle::Ack);
+            match self.settle_one(&token, settle).await {
+                Ok(lease) if is_ack => {
+                    to_commit.entry(token.subscription.clone()).or_default().push((
+                        index,
+                        token.key.clone(),
+                        lease,
+                    ));
+                    results.push(Ok(()));
+                }
+                Ok(_) => results.push(Ok(())),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (subscription, acks) in to_commit {
+            self.commit_acks(subscription, acks, &mut results).await;
+        }
+        results
+    }
+
+    /// Checks a token against its lease. Tokens of an earlier incarnation
+    /// have no lease to check: their acks are committed as they are.
+    async fn settle_one(&self, token: &AckToken, settle: Settle) -> Result<Option<Lease>, BrokerError> {
+        let inbox = self.inbox(&token.subscription).ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "ack_token: subscription {} does not exist",
+                token.subscription
+            ))
+        })?;
+        if token.epoch != self.inner.epoch {
+            return match settle {
+                Settle::Ack => Ok(None),
+                _ => Err(BrokerError::FailedPrecondition(
+                    "ack_token: the lease was granted before the broker restarted; only ack is possible"
+                        .into(),
+                )),
+            };
+        }
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Settle {
+            key: token.key.clone(),
+            lease_id: token.lease_id,
+            settle,
+            reply,
+        };
+        inbox
+            .send(input)
+            .await
+            .map_err(|_| BrokerError::Unavailable("the subscription is shutting down".into()))?;
+        let outcome = answer
+            .await
+            .map_err(|_| BrokerError::Unavailable("the subscription is shutting down".into()))?;
+        match outcome {
+            // A repeated ack of a message already acked is confirmed again:
+            // a client retrying a lost answer must learn it succeeded.
+            Err(BrokerError::FailedPrecondition(_))
+                if self
+                    .inner
+                    .reader
+                    .is_acked(&token.subscription, &token.key)
+                    .unwrap_or(false) =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    async fn commit_acks(
+        &self,
+        subscription: SubscriptionName,
+        acks: Vec<(usize, MessageKey, Option<Lease>)>,
+        results: &mut [Result<(), BrokerError>],
+    ) {
+        let keys = acks.iter().map(|(_, key, _)| key.clone()).collect();
+        let outcome = self
+            .inner
+            .consensus
+            .propose(Command::Ack {
+                subscription: subscription.clone(),
+                keys,
+            })
+            .await;
+        let failure = match outcome {
+            Ok(Response::Acked(Ok(()))) => {
+                metrics::counter!(crate::metrics::ACKED).increment(acks.len() as u64);
+                return;
+            }
+            Ok(Response::Acked(Err(e))) => BrokerError::from(e),
+            Ok(other) => BrokerError::Internal(format!("unexpected answer to ack: {other:?}")),
+            Err(e) => e,
+        };
+        // Not committed: the messages are pending again and the caller is told.
+        let inbox = self.inbox(&subscription);
+        for (index, _, lease) in acks {
+            results[index] = Err(failure.clone());
+            if let (Some(inbox), Some(lease)) = (&inbox, lease) {
+                let _ = inbox.send(Input::Restore(lease)).await;
+            }
+        }
+    }
+}

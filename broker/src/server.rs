@@ -1,0 +1,181 @@
+//! Starting a node: storage, consensus, engine, the gRPC server and the admin
+//! HTTP server, and stopping it cleanly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin;
+use crate::api::BrokerService;
+use crate::cluster::{Consensus, NodeId};
+use crate::config::{Config, LogFormat, ServeArgs};
+use crate::engine::Broker;
+use crate::error::BrokerError;
+use crate::state::{Reader, StateMachine};
+use crate::storage::{RocksStore, Store};
+
+/// Applied-change batches waiting for the router; a full channel slows applying.
+const APPLIED_CHANNEL: usize = 1024;
+/// Largest gRPC message accepted or sent: the largest payload plus headroom.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// A running node.
+pub struct Node {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub broker: Broker,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Runs `hermod serve` until Ctrl-C or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(&args)?;
+    init_tracing(config.log_format);
+    let node = Node::start(config).await?;
+    tracing::info!(
+        "hermod serving gRPC on {} and admin HTTP on {}",
+        node.grpc_addr,
+        node.admin_addr
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The node id kept in the data directory, made on first start.
+fn node_id(data_dir: &Path) -> Result<NodeId, BrokerError> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| BrokerError::Config(format!("{}: not a node id: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = rand::random::<u64>() >> 1 | 1;
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|e| BrokerError::Storage(format!("cannot write {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(BrokerError::Storage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+impl Node {
+    /// Opens the data directory and starts serving on the configured addresses.
+    pub async fn start(config: Config) -> Result<Node, BrokerError> {
+        if !config.fsync {
+            tracing::warn!("fsync is OFF: acknowledged messages can be lost if the machine crashes");
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| BrokerError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let id = node_id(&config.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.data_dir.join("db"))?);
+        let machine = StateMachine::open(store.clone())?;
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| BrokerError::Config(format!("listen: cannot bind {}: {e}", config.listen)))?;
+        let admin_listener = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+            BrokerError::Config(format!("admin_listen: cannot bind {}: {e}", config.admin_listen))
+        })?;
+        let grpc_addr = grpc
+            .local_addr()
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+
+        let (applied_tx, applied_rx) = mpsc::channel(APPLIED_CHANNEL);
+        let reader = Reader::new(machine.clone());
+        let consensus = Consensus::start_single(
+            id,
+            grpc_addr.to_string(),
+            store,
+            machine,
+            config.fsync,
+            applied_tx,
+        )
+        .await?;
+        let broker = Broker::start(consensus.clone(), reader, config.auto_create_topics, applied_rx);
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(serve_grpc(grpc, broker.clone(), stopped.clone())));
+        let metrics = crate::metrics::install().map_err(BrokerError::Internal)?;
+        let admin_state = admin::AdminState {
+            node_id: id,
+            consensus,
+            metrics,
+        };
+        tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state, stopped)));
+        Ok(Node {
+            grpc_addr,
+            admin_addr,
+            broker,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops serving and waits for the servers and consensus to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.broker.consensus().shutdown().await;
+    }
+}
+
+async fn serve_grpc(listener: TcpListener, broker: Broker, mut stopped: watch::Receiver<bool>) {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<hermod_proto::v1::broker_server::BrokerServer<BrokerService>>()
+        .await;
+    let service = hermod_proto::v1::broker_server::BrokerServer::new(BrokerService::new(broker))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("gRPC server failed: {e}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The broker's own events, published to `$cluster.events` as JSON messages
+//! by the state machine itself, so every replica stores the same ones.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::domain::{DeliveryGuarantee, Headers, MessageId, NewMessage, Priority, TopicName, TopicSettings};
+use crate::storage::StorageError;
+
+use super::machine::Applier;
+
+/// How long `$cluster.events` keeps events, in milliseconds.
+pub const EVENTS_MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+
+/// One event; serialised as `{"type": "...", ...fields}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event<'a> {
+    TopicCreated {
+        topic: &'a str,
+    },
+    TopicDeleted {
+        topic: &'a str,
+    },
+    SubscriptionCreated {
+        subscription: &'a str,
+        pattern: &'a str,
+    },
+    SubscriptionDeleted {
+        subscription: &'a str,
+    },
+    MessageDropped {
+        subscription: &'a str,
+        topic: &'a str,
+        sequence: u64,
+        reason: &'a str,
+    },
+}
+
+impl Event<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::TopicCreated { .. } => "topic_created",
+            Event::TopicDeleted { .. } => "topic_deleted",
+            Event::SubscriptionCreated { .. } => "subscription_created",
+            Event::SubscriptionDeleted { .. } => "subscription_deleted",
+            Event::MessageDropped { .. } => "message_dropped",
+        }
+    }
+}
+
+/// Settings of `$cluster.events` when the broker creates it.
+pub fn events_topic_settings() -> TopicSettings {
+    TopicSettings {
+        max_age_ms: EVENTS_MAX_AGE_MS,
+        ..TopicSettings::default()
+    }
+}
+
+impl Applier<'_, '_> {
+    /// Appends an event; the id is derived from the topic's next sequence so
+    /// that it is the same on every replica.
+    pub(super) fn append_event(&mut self, event: Event<'_>, now_ms: u64) -> Result<(), StorageError> {
+        let topic = TopicName::cluster_events();
+        if !self.catalog.topics.contains_key(&topic) {
+            self.insert_topic(&topic, events_topic_settings(), now_ms)?;
+        }
+        let next = self
+            .catalog
+            .topics
+            .get(&topic)
+            .map(|t| t.next_sequence)
+            .unwrap_or(1);
+        let payload = serde_json::to_vec(&event).expect("events serialise");
+        let mut headers = Headers::new();
+        headers.insert("hermod-event".into(), event.kind().into());
+        let id = MessageId::parse("id", &format!("event-{now_ms}-{next}")).expect("event ids are valid");
+        let message = NewMessage {
+            id,
+            topic,
+            payload: Bytes::from(payload),
+            headers,
+            priority: Priority::Normal,
+            ttl_ms: None,
+            delay_ms: 0,
+            delivery: DeliveryGuarantee::AtLeastOnce,
+        };
+        self.store_message(&message, now_ms, false)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! Applies commands to storage and the catalog, batch by batch.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use crate::storage::{StorageError, Store};
+
+use super::catalog::Catalog;
+use super::command::{Applied, Command, Response};
+use super::txn::Txn;
+
+/// The state machine: storage plus the catalog of topics and subscriptions.
+/// Cheap to clone; clones share the same state.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<dyn Store>,
+    catalog: Arc<RwLock<Catalog>>,
+}
+
+/// Applies commands inside one transaction.
+pub(super) struct Applier<'a, 'b> {
+    pub catalog: &'a mut Catalog,
+    pub txn: &'a mut Txn<'b>,
+    pub out: &'a mut Vec<Applied>,
+}
+
+impl StateMachine {
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StorageError> {
+        let catalog = Catalog::load(store.as_ref())?;
+        Ok(Self {
+            store,
+            catalog: Arc::new(RwLock::new(catalog)),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A read view of the catalog; hold it briefly.
+    pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog
+            .read()
+            .expect("the catalog lock is never poisoned: apply does not panic")
+    }
+
+    /// Reloads the catalog from storage (after a snapshot was installed).
+    pub fn reload(&self) -> Result<(), StorageError> {
+        let fresh = Catalog::load(self.store.as_ref())?;
+        *self.catalog.write().expect("catalog lock") = fresh;
+        Ok(())
+    }
+
+    /// Applies commands in order into `txn` (the caller writes the batch,
+    /// with whatever else must be atomic with it). Returns one response per
+    /// command; `out` collects what changed.
+    pub fn apply_all<'c>(
+        &self,
+        txn: &mut Txn<'_>,
+        commands: impl IntoIterator<Item = Option<&'c Command>>,
+        out: &mut Vec<Applied>,
+    ) -> Result<Vec<Response>, StorageError> {
+        let mut catalog = self.catalog.write().expect("the catalog lock is never poisoned");
+        // Apply to a copy so a storage failure leaves the shared catalog as it was.
+        let mut working = catalog.clone();
+        let mut applier = Applier {
+            catalog: &mut working,
+            txn,
+            out,
+        };
+        let mut responses = Vec::new();
+        for command in commands {
+            responses.push(match command {
+                Some(command) => applier.apply(command)?,
+                None => Response::Empty,
+            });
+        }
+        *catalog = working;
+        Ok(responses)
+    }
+
+    /// Applies one command and writes it (for tests and tools).
+    pub fn apply_one(&self, command: &Command, sync: bool) -> Result<(Response, Vec<Applied>), StorageError> {
+        let mut txn = Txn::new(self.store.as_ref());
+        let mut out = Vec::new();
+        let mut responses = self.apply_all(&mut txn, [Some(command)], &mut out)?;
+        self.store.write(txn.into_batch(), sync)?;
+        Ok((responses.pop().unwrap_or(Response::Empty), out))
+    }
+}
+
+impl Applier<'_, '_> {
+    fn apply(&mut self, command: &Command) -> Result<Response, StorageError> {
+        match command {
+            Command::CreateTopic {
+                name,
+                settings,
+                now_ms,
+            } => Ok(Response::Topic(self.create_topic(name, settings, *now_ms)?)),
+            Command::DeleteTopic { name, now_ms } => Ok(Response::Deleted(self.delete_topic(name, *now_ms)?)),
+            Command::CreateSubscription {
+                name,
+                settings,
+                now_ms,
+            } => Ok(Response::Subscription(
+                self.create_subscription(name, settings, *now_ms)?,
+            )),
+            Command::DeleteSubscription { name, now_ms } => {
+                Ok(Response::Deleted(self.delete_subscription(name, *now_ms)?))
+            }
+            Command::Publish {
+                messages,
+                auto_create,
+                now_ms,
+            } => Ok(Response::Published(self.publish(
+                messages,
+                *auto_create,
+                *now_ms,
+            )?)),
+            Command::Ack { subscription, keys } => Ok(Response::Acked(self.ack(subscription, keys)?)),
+            Command::DeadLetter {
+                subscription,
+                key,
+                reason,
+                attempts,
+                now_ms,
+            } => Ok(Response::DeadLettered(self.dead_letter(
+                subscription,
+                key,
+                *reason,
+                *attempts,
+                *now_ms,
+            )?)),
+            Command::Sweep { now_ms } => {
+                self.sweep(*now_ms)?;
+                Ok(Response::Swept)
+            }
+        }
+    }
+}

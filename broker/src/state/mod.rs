@@ -1,0 +1,26 @@
+//! The replicated state machine: commands applied deterministically to
+//! topics, messages, the dedup index, subscriptions and acks in storage.
+//! It knows nothing of Raft or gRPC: the log that orders commands lives in
+//! `cluster/`.
+
+mod catalog;
+mod command;
+mod events;
+mod machine;
+mod publish;
+mod reads;
+mod records;
+mod subscriptions;
+mod sweep;
+mod topics;
+mod txn;
+
+pub use catalog::Catalog;
+pub use command::{Applied, Command, CommandError, Published, Refusal, Response, StoredRef};
+pub use machine::StateMachine;
+pub use reads::{PendingMessage, Reader};
+pub use records::{DedupRecord, SubscriptionRecord, TopicRecord};
+pub use txn::Txn;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! One test suite for the `Store` contract, run on every engine.
+
+use super::{Batch, Cf, MemoryStore, RocksStore, Store};
+
+fn contract(store: &dyn Store) {
+    // Empty reads.
+    assert_eq!(store.get(Cf::Meta, b"k").unwrap(), None);
+    assert!(store.scan(Cf::Meta, b"a", b"z", 10).unwrap().is_empty());
+    assert_eq!(store.last(Cf::Meta, b"a", b"z").unwrap(), None);
+
+    // Batches are atomic and ordered; families are separate.
+    let mut batch = Batch::default();
+    for k in [b"a1", b"a2", b"a3", b"b1"] {
+        batch.put(Cf::Meta, k.to_vec(), k.to_vec());
+    }
+    batch.put(Cf::Messages, b"a1".to_vec(), b"other".to_vec());
+    batch.delete(Cf::Meta, b"a3".to_vec());
+    store.write(batch, true).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"a1").unwrap(), Some(b"a1".to_vec()));
+    assert_eq!(store.get(Cf::Meta, b"a3").unwrap(), None);
+    assert_eq!(store.get(Cf::Messages, b"a1").unwrap(), Some(b"other".to_vec()));
+
+    // Scans are bounded on both ends and by count.
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.scan(Cf::Meta, b"a", b"b", 10).unwrap()),
+        vec![b"a1".to_vec(), b"a2".to_vec()]
+    );
+    assert_eq!(
+        keys(store.scan(Cf::Meta, b"a", b"c", 1).unwrap()),
+        vec![b"a1".to_vec()]
+    );
+    assert!(store.scan(Cf::Meta, b"b", b"a", 10).unwrap().is_empty());
+    assert_eq!(
+        store.last(Cf::Meta, b"a", b"b").unwrap().unwrap().0,
+        b"a2".to_vec()
+    );
+    assert_eq!(
+        store.last(Cf::Meta, b"a", b"z").unwrap().unwrap().0,
+        b"b1".to_vec()
+    );
+
+    // Range deletes are half-open.
+    let mut batch = Batch::default();
+    batch.delete_range(Cf::Meta, b"a1".to_vec(), b"a2".to_vec());
+    store.write(batch, false).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"a1").unwrap(), None);
+    assert_eq!(store.get(Cf::Meta, b"a2").unwrap(), Some(b"a2".to_vec()));
+}
+
+#[test]
+fn memory_store_meets_the_contract() {
+    contract(&MemoryStore::new());
+}
+
+#[test]
+fn rocks_store_meets_the_contract_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RocksStore::open(dir.path()).unwrap();
+        contract(&store);
+    }
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"a2").unwrap(), Some(b"a2".to_vec()));
+    assert_eq!(store.get(Cf::Messages, b"a1").unwrap(), Some(b"other".to_vec()));
+}

@@ -1,0 +1,132 @@
+//! The `Client` handle and how one request attempt is made: timeout,
+//! status mapping, and reporting failures so the connection fails over.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::connection::{Connection, Stub};
+use crate::error::{Error, Result, status_error};
+use crate::options::{ClientOptions, RetryPolicy};
+use crate::retry::{Idempotence, retry};
+
+/// A connection to a Hermod cluster.
+///
+/// Cheap to clone: clones share one connection. It goes to one broker at a
+/// time; when a retryable failure hits (the broker is gone, has no quorum,
+/// or names a leader), the next attempt reconnects, to the named leader or
+/// the next seed endpoint.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) connection: Connection,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.options().endpoints)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the first reachable endpoint, retrying retryable failures
+    /// under the options' retry policy. Fails with `InvalidArgument` (field
+    /// `endpoints[i]`) for a malformed endpoint.
+    pub async fn connect(options: ClientOptions) -> Result<Client> {
+        let policy = options.retry;
+        let connection = Connection::new(options)?;
+        let client = Client {
+            inner: Arc::new(Inner { connection }),
+        };
+        retry(policy, Idempotence::Idempotent, |_| client.inner.connection.get()).await?;
+        Ok(client)
+    }
+
+    /// Connects to one endpoint with default options.
+    pub async fn connect_to(endpoint: impl Into<String>) -> Result<Client> {
+        Self::connect(ClientOptions::new().endpoint(endpoint)).await
+    }
+
+    /// The options the client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        self.inner.connection.options()
+    }
+
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.options().retry
+    }
+
+    /// One attempt of a unary call: sends `message` with the request timeout
+    /// (as a client-side limit and as the gRPC deadline the broker sees),
+    /// maps the failure, and reports it so the connection can fail over.
+    pub(crate) async fn attempt<Req, Resp, F, Fut>(&self, message: Req, call: F) -> Result<Resp>
+    where
+        F: FnOnce(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let connection = &self.inner.connection;
+        let lease = connection.get().await?;
+        let timeout = self.options().request_timeout;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let result = match tokio::time::timeout(timeout, call(lease.stub, request)).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => status_error(status),
+            Err(_) => Error::timeout(format!("no answer within {timeout:?}")),
+        };
+        connection.report(lease.generation, &result);
+        Err(result)
+    }
+
+    /// A unary call retried under the retry policy; `message` is cloned for
+    /// every attempt, so what is sent never changes between attempts.
+    pub(crate) async fn call<Req, Resp, F, Fut>(
+        &self,
+        idempotence: Idempotence,
+        message: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        retry(self.retry_policy(), idempotence, |_| {
+            self.attempt(message.clone(), &call)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails_after_the_retries() {
+        let options = ClientOptions::new()
+            .endpoint("http://127.0.0.1:1")
+            .endpoint("127.0.0.1:2")
+            .connect_timeout(Duration::from_millis(200))
+            .retry_policy(RetryPolicy::new(
+                2,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            ));
+        let err = Client::connect(options).await.unwrap_err();
+        assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+        assert!(err.to_string().contains("127.0.0.1:2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn malformed_endpoints_are_refused_before_connecting() {
+        let err = Client::connect_to("http://no spaces allowed").await.unwrap_err();
+        assert_eq!(err.field(), Some("endpoints[0]"));
+    }
+}

@@ -1,0 +1,11 @@
+//! Generated protobuf and gRPC code for Hermod's public API (`hermod.v1`).
+//!
+//! Only the broker's `api/` layer and the client crate's edge use these types;
+//! everything behind them works with Hermod's own domain types.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// The public API, package `hermod.v1`.
+pub mod v1 {
+    tonic::include_proto!("hermod.v1");
+}

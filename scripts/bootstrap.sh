@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building Hermod needs on a fresh Debian machine, then exports
+# the cargo target directory. Sourced by the other scripts.
+set -euo pipefail
+
+# RocksDB's C++ build takes 10+ minutes: keep its output outside the clone so
+# every checkout on this machine shares it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hermod/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+need_apt=()
+# The rocksdb crate generates its bindings with bindgen, which needs libclang.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+    need_apt+=(libclang-dev)
+fi
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+if ((${#need_apt[@]})); then
+    echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "bootstrap: cargo is missing; install Rust (https://rustup.rs) and run again" >&2
+    exit 1
+fi
