@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-# The process tests start the real `hermod` binary.
-cargo build -p hermod-broker --bin hermod
+# Always the whole workspace: building a subset resolves features differently
+# and rebuilds RocksDB. The process tests use the `hermod` binary that this
+# builds for broker/tests.
 cargo test --workspace "$@"

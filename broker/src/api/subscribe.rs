@@ -142,8 +142,8 @@ async fn handle(
         }
         None => return true,
     };
-    if let Settle::Nack(Some(ms)) | Settle::Extend(Some(ms)) = settle {
-        if ms > crate::domain::limits::MAX_ACK_DEADLINE_MS {
+    if let Settle::Nack(Some(ms)) | Settle::Extend(Some(ms)) = settle
+        && ms > crate::domain::limits::MAX_ACK_DEADLINE_MS {
             let limit = crate::domain::limits::MAX_ACK_DEADLINE_MS;
             let _ = out
                 .send(Err(Status::invalid_argument(format!(
@@ -152,7 +152,6 @@ async fn handle(
                 .await;
             return false;
         }
-    }
     let outcomes = broker.settle(&tokens, field, settle).await;
     let results = tokens
         .into_iter()

@@ -4,7 +4,7 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
@@ -41,7 +41,10 @@ impl LogStore {
     /// once written to the operating system (an operator's explicit choice).
     pub fn new(store: Arc<dyn Store>, fsync: bool) -> Self {
         let (flushes, pending) = bounded(MAX_PENDING_FLUSHES);
-        let syncer = store.clone();
+        // A weak handle: the thread must not keep the database open after
+        // everything else let go of it (RocksDB aborts if a process exits
+        // with a database still open).
+        let syncer = Arc::downgrade(&store);
         thread::Builder::new()
             .name("hermod-log-fsync".into())
             .spawn(move || run_fsync(syncer, pending, fsync))
@@ -70,7 +73,7 @@ impl LogStore {
 
 /// The fsync thread: waits for flush requests, syncs once for all that are
 /// waiting, then answers them all.
-fn run_fsync(store: Arc<dyn Store>, pending: Receiver<LogFlushed<TypeConfig>>, fsync: bool) {
+fn run_fsync(store: Weak<dyn Store>, pending: Receiver<LogFlushed<TypeConfig>>, fsync: bool) {
     while let Ok(first) = pending.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP_COMMIT {
@@ -79,7 +82,11 @@ fn run_fsync(store: Arc<dyn Store>, pending: Receiver<LogFlushed<TypeConfig>>, f
                 Err(_) => break,
             }
         }
-        let result = if fsync { store.sync() } else { Ok(()) };
+        let result = match store.upgrade() {
+            Some(store) if fsync => store.sync(),
+            Some(_) => Ok(()),
+            None => Err(crate::storage::StorageError::Engine("the database is closed".into())),
+        };
         metrics::histogram!(crate::metrics::FSYNC_BATCH).record(group.len() as f64);
         for callback in group {
             let outcome = match &result {

@@ -28,11 +28,14 @@ struct AppliedState {
     membership: StoredMembership,
 }
 
+/// Every key and value of one column family, tagged by its place in `STATE_FAMILIES`.
+type FamilyImage = (u8, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// A snapshot: the applied state and every key of the replicated families.
 #[derive(Serialize, Deserialize)]
 struct SnapshotImage {
     applied: AppliedState,
-    families: Vec<(u8, Vec<(Vec<u8>, Vec<u8>)>)>,
+    families: Vec<FamilyImage>,
 }
 
 /// The openraft adapter around [`StateMachine`].

@@ -165,14 +165,13 @@ impl SubscriptionSettings {
                 "must not be smaller than backoff_initial_ms",
             ));
         }
-        if let Some(dlq) = &self.dead_letter_topic {
-            if self.pattern.matches(dlq) {
+        if let Some(dlq) = &self.dead_letter_topic
+            && self.pattern.matches(dlq) {
                 return Err(ValidationError::new(
                     field("dead_letter_topic"),
                     format!("{dlq} matches the subscription's own pattern: dead letters would loop"),
                 ));
             }
-        }
         if self.delivery == DeliveryGuarantee::AtMostOnce {
             return Err(ValidationError::new(
                 field("delivery"),

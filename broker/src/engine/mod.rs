@@ -119,8 +119,8 @@ impl Broker {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(SWEEP_INTERVAL_MS));
         loop {
             ticker.tick().await;
-            if self.inner.consensus.is_leader() {
-                if let Err(e) = self
+            if self.inner.consensus.is_leader()
+                && let Err(e) = self
                     .inner
                     .consensus
                     .propose(Command::Sweep { now_ms: now_ms() })
@@ -128,7 +128,6 @@ impl Broker {
                 {
                     tracing::debug!("sweep: {e}");
                 }
-            }
         }
     }
 
@@ -442,10 +441,9 @@ impl Broker {
 
 /// Batch results name the message by its place in the caller's request.
 fn reindex(mut error: crate::state::CommandError, position: usize) -> BrokerError {
-    if let Some(rest) = error.field.strip_prefix("messages[") {
-        if let Some(end) = rest.find(']') {
+    if let Some(rest) = error.field.strip_prefix("messages[")
+        && let Some(end) = rest.find(']') {
             error.field = format!("messages[{position}]{}", &rest[end + 1..]);
         }
-    }
     error.into()
 }

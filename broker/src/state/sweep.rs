@@ -1,7 +1,7 @@
 //! Periodic housekeeping, applied as a command so every replica deletes the
 //! same messages: the dedup window, age retention and interest retention.
 
-use crate::domain::{RetentionPolicy, TopicName};
+use crate::domain::{Message, RetentionPolicy, SubscriptionName, TopicName};
 use crate::storage::{Cf, StorageError, keys};
 
 use super::catalog::cursor_key;
@@ -38,10 +38,10 @@ impl Applier<'_, '_> {
             // entry this expiry belongs to may go.
             let record: Option<DedupRecord> = self.txn.get(Cf::Dedup, &dedup_key)?;
             let topic_window = self.window_of(&dedup_key);
-            if let (Some(record), Some(window)) = (record, topic_window) {
-                if record.publish_time_ms.saturating_add(window) == expires_at {
-                    self.txn.delete(Cf::Dedup, dedup_key);
-                }
+            if let (Some(record), Some(window)) = (record, topic_window)
+                && record.publish_time_ms.saturating_add(window) == expires_at
+            {
+                self.txn.delete(Cf::Dedup, dedup_key);
             }
             self.txn.delete(Cf::DedupExpiry, expiry_key);
         }
@@ -64,43 +64,24 @@ impl Applier<'_, '_> {
             return Ok(());
         };
         let old_first = record.first_sequence;
+        let max_age_ms = record.settings.max_age_ms;
         let interest = record.settings.retention == RetentionPolicy::Interest;
-        // A subscription is done with a message it has acked or that lies
-        // before its cursor (published before it started reading the topic).
-        let mut subscriptions = Vec::new();
-        for name in self
-            .catalog
-            .subscriptions_of(topic)
-            .map(|s| s.name.clone())
-            .collect::<Vec<_>>()
-        {
-            let cursor: u64 = self.txn.get(Cf::Meta, &cursor_key(&name, topic))?.unwrap_or(1);
-            subscriptions.push((name, cursor));
-        }
+        let subscriptions = if interest {
+            self.cursors_of(topic)?
+        } else {
+            Vec::new()
+        };
         for _ in 0..SWEEP_MESSAGES_PER_TOPIC {
-            let too_old = |r: &super::records::TopicRecord, m: &crate::domain::Message| {
-                m.publish_time_ms.saturating_add(r.settings.max_age_ms) <= now_ms
-            };
-            let acked_by_all = |m: &crate::domain::Message| {
-                subscriptions.iter().all(|(s, cursor)| {
-                    let marker = keys::ack(s.as_str(), m.topic.as_str(), m.sequence);
-                    m.sequence < *cursor || self.txn.contains(Cf::Acks, &marker).unwrap_or(false)
-                })
-            };
-            let keep = |r: &super::records::TopicRecord, m: &crate::domain::Message| {
-                !too_old(r, m) && !(interest && acked_by_all(m))
-            };
-            // `keep` borrows the transaction immutably, so decide first, then delete.
-            let first = self.catalog.topics[topic].first_sequence;
-            let message = self
-                .txn
-                .get(Cf::Messages, &keys::message(topic.as_str(), first))?;
             let record = &self.catalog.topics[topic];
             if record.first_sequence >= record.next_sequence {
                 break;
             }
-            if let Some(message) = message {
-                if keep(record, &message) {
+            let key = keys::message(topic.as_str(), record.first_sequence);
+            // A hole (no message at the first sequence) is simply skipped.
+            if let Some(message) = self.txn.get::<Message>(Cf::Messages, &key)? {
+                let too_old = message.publish_time_ms.saturating_add(max_age_ms) <= now_ms;
+                let done = interest && self.settled_by_all(&subscriptions, &message)?;
+                if !too_old && !done {
                     break;
                 }
             }
@@ -108,5 +89,36 @@ impl Applier<'_, '_> {
         }
         self.finish_truncation(topic, old_first);
         Ok(())
+    }
+
+    /// Each subscription reading `topic`, with the first sequence it reads.
+    fn cursors_of(&self, topic: &TopicName) -> Result<Vec<(SubscriptionName, u64)>, StorageError> {
+        let names: Vec<_> = self
+            .catalog
+            .subscriptions_of(topic)
+            .map(|s| s.name.clone())
+            .collect();
+        let mut cursors = Vec::with_capacity(names.len());
+        for name in names {
+            let cursor: u64 = self.txn.get(Cf::Meta, &cursor_key(&name, topic))?.unwrap_or(1);
+            cursors.push((name, cursor));
+        }
+        Ok(cursors)
+    }
+
+    /// A subscription is done with a message it has acked or that lies
+    /// before its cursor (published before it started reading the topic).
+    fn settled_by_all(
+        &self,
+        cursors: &[(SubscriptionName, u64)],
+        message: &Message,
+    ) -> Result<bool, StorageError> {
+        for (subscription, cursor) in cursors {
+            let marker = keys::ack(subscription.as_str(), message.topic.as_str(), message.sequence);
+            if message.sequence >= *cursor && !self.txn.contains(Cf::Acks, &marker)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }

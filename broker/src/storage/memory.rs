@@ -6,10 +6,13 @@ use std::sync::RwLock;
 
 use super::{Batch, Cf, Entry, Op, StorageError, Store};
 
+/// One column family: keys in order.
+type Family = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// Every column family as an ordered map. Nothing survives the process.
 #[derive(Default)]
 pub struct MemoryStore {
-    families: RwLock<HashMap<Cf, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    families: RwLock<HashMap<Cf, Family>>,
 }
 
 impl MemoryStore {
