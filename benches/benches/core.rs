@@ -5,9 +5,11 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use hermod_broker::domain::{DeliveryGuarantee, Headers, Message, MessageId, MessageKey, Pattern, Priority, TopicName};
+use hermod_broker::domain::{
+    DeliveryGuarantee, Headers, Message, MessageId, MessageKey, Pattern, Priority, TopicName,
+};
 use hermod_broker::semantics::{Entry, QueueConfig, SubscriptionQueue};
-use hermod_broker::storage::{decode, encode, Cf};
+use hermod_broker::storage::{Cf, decode, encode};
 
 fn topic(name: &str) -> TopicName {
     TopicName::parse("topic", name).expect("valid topic")
@@ -18,7 +20,11 @@ fn pattern_matching(c: &mut Criterion) {
         .iter()
         .map(|p| Pattern::parse("pattern", p).expect("valid pattern"))
         .collect();
-    let topics = [topic("orders.eu.created"), topic("payments.us.settled"), topic("orders.us.shipped.late")];
+    let topics = [
+        topic("orders.eu.created"),
+        topic("payments.us.settled"),
+        topic("orders.us.shipped.late"),
+    ];
     c.bench_function("pattern_match_4x3", |b| {
         b.iter(|| {
             let mut hits = 0;
@@ -40,8 +46,19 @@ fn priority_selection(c: &mut Criterion) {
             let mut queue = SubscriptionQueue::new(QueueConfig::default());
             for sequence in 1..=MESSAGES {
                 let priority = Priority::DESCENDING[(sequence % 4) as usize];
-                let key = MessageKey { topic: name.clone(), sequence };
-                queue.push(Entry { key, priority, not_before_ms: 0, expires_at_ms: None }, 0);
+                let key = MessageKey {
+                    topic: name.clone(),
+                    sequence,
+                };
+                queue.push(
+                    Entry {
+                        key,
+                        priority,
+                        not_before_ms: 0,
+                        expires_at_ms: None,
+                    },
+                    0,
+                );
             }
             while let Some(lease) = queue.next(1, 1) {
                 let _ = queue.ack(&lease.key, lease.lease_id);

@@ -20,6 +20,8 @@ use crate::storage::{RocksStore, Store};
 
 /// Applied-change batches waiting for the router; a full channel slows applying.
 const APPLIED_CHANNEL: usize = 1024;
+/// How long stopping waits for every task to let go of the database.
+pub const STOP_TIMEOUT_MS: u64 = 10_000;
 /// Largest gRPC message accepted or sent: the largest payload plus headroom.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
@@ -28,6 +30,7 @@ pub struct Node {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub broker: Broker,
+    store: std::sync::Weak<dyn Store>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -104,6 +107,7 @@ impl Node {
             .map_err(|e| BrokerError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let id = node_id(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.data_dir.join("db"))?);
+        let weak_store = Arc::downgrade(&store);
         let machine = StateMachine::open(store.clone())?;
         let grpc = TcpListener::bind(config.listen)
             .await
@@ -145,18 +149,36 @@ impl Node {
             grpc_addr,
             admin_addr,
             broker,
+            store: weak_store,
             stop,
             tasks,
         })
     }
 
-    /// Stops serving and waits for the servers and consensus to finish.
+    /// Stops serving, ends every task, and waits until the database is
+    /// closed, so the same data directory can be opened again at once.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
+        let Node {
+            broker,
+            store,
+            stop,
+            tasks,
+            ..
+        } = self;
+        broker.shutdown();
+        let _ = stop.send(true);
+        for task in tasks {
             let _ = task.await;
         }
-        self.broker.consensus().shutdown().await;
+        broker.consensus().shutdown().await;
+        drop(broker);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(STOP_TIMEOUT_MS);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if store.strong_count() > 0 {
+            tracing::warn!("the database was still in use {STOP_TIMEOUT_MS} ms after stopping");
+        }
     }
 }
 

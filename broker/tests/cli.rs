@@ -13,7 +13,10 @@ fn help_lists_the_commands() {
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     for command in ["serve", "pub", "sub", "topic", "subscription"] {
-        assert!(text.contains(command), "--help does not mention {command}: {text}");
+        assert!(
+            text.contains(command),
+            "--help does not mention {command}: {text}"
+        );
     }
 }
 
@@ -35,7 +38,11 @@ fn an_unknown_config_key_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("hermod.toml");
     std::fs::write(&file, "listen_address = \"127.0.0.1:1\"\n").expect("config written");
-    let output = hermod().args(["serve", "--config"]).arg(&file).output().expect("hermod runs");
+    let output = hermod()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .expect("hermod runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listen_address"), "stderr: {stderr}");

@@ -26,7 +26,9 @@ async fn metrics_count_publishes_and_fsync_batches() -> anyhow::Result<()> {
     let node = TestNode::start().await?;
     let client = Client::connect_to(node.endpoint()).await?;
     for i in 0..5 {
-        client.publish(OutgoingMessage::new("metrics.test", format!("m{i}"))).await?;
+        client
+            .publish(OutgoingMessage::new("metrics.test", format!("m{i}")))
+            .await?;
     }
     let port = node.admin_addr().port();
     let (code, body) = tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await??;

@@ -1342,7 +1342,6 @@ async fn a_stale_token_is_refused_and_a_repeated_ack_is_confirmed_again() -> any
 }
 
 #[tokio::test]
-#[ignore = "BUG: settle refusals from the lease check name the field `ack_token`, not `ack_tokens[i]`"]
 async fn settle_refusals_name_the_token_by_its_index() -> anyhow::Result<()> {
     let mut fx = Fx::start().await?;
     let (consumer, first, second) = nacked_and_redelivered(&mut fx).await?;
@@ -1448,7 +1447,6 @@ async fn a_nack_delay_or_extension_above_12_hours_is_refused() -> anyhow::Result
 }
 
 #[tokio::test]
-#[ignore = "BUG: an over-long nack delay / extension is blamed on `*.ack_tokens`, not `nack.delay_ms` / `extend.extension_ms`"]
 async fn an_over_long_nack_delay_or_extension_names_its_own_field() -> anyhow::Result<()> {
     for (extend, field) in [(false, "nack.delay_ms"), (true, "extend.extension_ms")] {
         let mut fx = Fx::start().await?;

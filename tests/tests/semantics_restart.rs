@@ -11,7 +11,6 @@ use hermod_client::{Client, Delivery, OutgoingMessage, SubscribeOptions};
 use support::{assert_nothing, next, quick, restart, start};
 
 #[tokio::test]
-#[ignore = "BUG: Node::stop() leaves RocksDB open (tasks keep the store), so restart() fails: db/LOCK held by current process"]
 async fn unacked_at_least_once_messages_are_delivered_after_a_restart() -> anyhow::Result<()> {
     let (mut node, client) = start().await?;
     client.create_subscription("dur", quick("dur.>")).await?;
@@ -44,7 +43,6 @@ async fn unacked_at_least_once_messages_are_delivered_after_a_restart() -> anyho
 }
 
 #[tokio::test]
-#[ignore = "BUG: Node::stop() leaves RocksDB open (tasks keep the store), so restart() fails: db/LOCK held by current process"]
 async fn a_confirmed_ack_holds_across_restarts() -> anyhow::Result<()> {
     const DEADLINE: Duration = Duration::from_millis(500);
     let (mut node, client) = start().await?;
@@ -119,7 +117,6 @@ async fn a_confirmed_ack_holds_across_restarts() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "BUG: Node::stop() leaves RocksDB open (tasks keep the store), so restart() fails: db/LOCK held by current process"]
 async fn a_delay_survives_a_restart() -> anyhow::Result<()> {
     const DELAY: Duration = Duration::from_millis(1500);
     let (mut node, client) = start().await?;
@@ -142,7 +139,6 @@ async fn a_delay_survives_a_restart() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "BUG: Node::stop() leaves RocksDB open (tasks keep the store), so restart() fails: db/LOCK held by current process"]
 async fn the_dedup_index_survives_a_restart() -> anyhow::Result<()> {
     let (mut node, client) = start().await?;
     let message = || {
@@ -163,7 +159,6 @@ async fn the_dedup_index_survives_a_restart() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "BUG: Node::stop() never returns while a Subscribe stream is open (graceful shutdown waits for it)"]
 async fn a_restart_completes_while_a_consumer_is_connected() -> anyhow::Result<()> {
     let (mut node, client) = start().await?;
     client.create_subscription("busy", quick("busy.>")).await?;

@@ -243,7 +243,6 @@ async fn assert_not_early(
 }
 
 #[tokio::test]
-#[ignore = "BUG: ephemeral subscriptions get a delayed durable message at publish time, ignoring its delay"]
 async fn an_ephemeral_subscription_does_not_get_a_delayed_message_early() -> anyhow::Result<()> {
     const DELAY: Duration = Duration::from_millis(1000);
     let (_node, client) = start().await?;
@@ -255,7 +254,6 @@ async fn an_ephemeral_subscription_does_not_get_a_delayed_message_early() -> any
 }
 
 #[tokio::test]
-#[ignore = "BUG: an at-most-once message's delay is accepted and ignored: it is delivered at once"]
 async fn a_delayed_at_most_once_message_is_not_delivered_early() -> anyhow::Result<()> {
     const DELAY: Duration = Duration::from_millis(1000);
     let (_node, client) = start().await?;

@@ -12,9 +12,14 @@ async fn publish_consume_ack_round_trip() -> anyhow::Result<()> {
     let node = TestNode::start().await?;
     let client = Client::connect_to(node.endpoint()).await?;
     client
-        .create_subscription("smoke", SubscriptionConfig::new("smoke.>").delivery(Delivery::ExactlyOnce))
+        .create_subscription(
+            "smoke",
+            SubscriptionConfig::new("smoke.>").delivery(Delivery::ExactlyOnce),
+        )
         .await?;
-    let receipt = client.publish(OutgoingMessage::new("smoke.a", "hello").id("m-1")).await?;
+    let receipt = client
+        .publish(OutgoingMessage::new("smoke.a", "hello").id("m-1"))
+        .await?;
     assert_eq!(receipt.sequence, 1);
     assert!(!receipt.duplicate);
 

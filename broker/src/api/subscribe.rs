@@ -47,7 +47,7 @@ pub async fn open(
             let name = SubscriptionName::parse("start.subscription", &name)
                 .map_err(|e| Status::from(crate::error::BrokerError::from(e)))?;
             let attachment = broker.attach(&name, credit).await.map_err(Status::from)?;
-            tokio::spawn(durable(broker, attachment, incoming, out));
+            broker.clone().spawn(durable(broker, attachment, incoming, out));
         }
         Some(pb::subscribe_start::Target::Pattern(pattern)) => {
             let pattern = Pattern::parse("start.pattern", &pattern)
@@ -57,7 +57,9 @@ pub async fn open(
                 .max(1)
                 * 4;
             let (id, deliveries) = broker.listen(pattern, buffer);
-            tokio::spawn(ephemeral(broker, id, deliveries, incoming, out));
+            broker
+                .clone()
+                .spawn(ephemeral(broker, id, deliveries, incoming, out));
         }
         None => {
             return Err(Status::invalid_argument(
@@ -142,16 +144,17 @@ async fn handle(
         }
         None => return true,
     };
-    if let Settle::Nack(Some(ms)) | Settle::Extend(Some(ms)) = settle
-        && ms > crate::domain::limits::MAX_ACK_DEADLINE_MS {
-            let limit = crate::domain::limits::MAX_ACK_DEADLINE_MS;
-            let _ = out
-                .send(Err(Status::invalid_argument(format!(
-                    "{field}: {ms} ms is more than the allowed {limit} ms"
-                ))))
-                .await;
-            return false;
-        }
+    let limit = crate::domain::limits::MAX_ACK_DEADLINE_MS;
+    let too_long = match settle {
+        Settle::Nack(Some(ms)) if ms > limit => Some(("nack.delay_ms", ms)),
+        Settle::Extend(Some(ms)) if ms > limit => Some(("extend.extension_ms", ms)),
+        _ => None,
+    };
+    if let Some((name, ms)) = too_long {
+        let message = format!("{name}: {ms} ms is more than the allowed {limit} ms");
+        let _ = out.send(Err(Status::invalid_argument(message))).await;
+        return false;
+    }
     let outcomes = broker.settle(&tokens, field, settle).await;
     let results = tokens
         .into_iter()

@@ -85,7 +85,9 @@ fn run_fsync(store: Weak<dyn Store>, pending: Receiver<LogFlushed<TypeConfig>>, 
         let result = match store.upgrade() {
             Some(store) if fsync => store.sync(),
             Some(_) => Ok(()),
-            None => Err(crate::storage::StorageError::Engine("the database is closed".into())),
+            None => Err(crate::storage::StorageError::Engine(
+                "the database is closed".into(),
+            )),
         };
         metrics::histogram!(crate::metrics::FSYNC_BATCH).record(group.len() as f64);
         for callback in group {

@@ -166,12 +166,13 @@ impl SubscriptionSettings {
             ));
         }
         if let Some(dlq) = &self.dead_letter_topic
-            && self.pattern.matches(dlq) {
-                return Err(ValidationError::new(
-                    field("dead_letter_topic"),
-                    format!("{dlq} matches the subscription's own pattern: dead letters would loop"),
-                ));
-            }
+            && self.pattern.matches(dlq)
+        {
+            return Err(ValidationError::new(
+                field("dead_letter_topic"),
+                format!("{dlq} matches the subscription's own pattern: dead letters would loop"),
+            ));
+        }
         if self.delivery == DeliveryGuarantee::AtMostOnce {
             return Err(ValidationError::new(
                 field("delivery"),

@@ -369,10 +369,11 @@ impl Dispatcher {
     fn deliver_live(&mut self, delivery: &Delivery) {
         let chosen = self.consumers.iter_mut().find(|(_, c)| c.credit > 0);
         if let Some((_, consumer)) = chosen
-            && consumer.deliveries.try_send(vec![delivery.clone()]).is_ok() {
-                consumer.credit -= 1;
-                metrics::counter!(crate::metrics::DELIVERED).increment(1);
-            }
+            && consumer.deliveries.try_send(vec![delivery.clone()]).is_ok()
+        {
+            consumer.credit -= 1;
+            metrics::counter!(crate::metrics::DELIVERED).increment(1);
+        }
     }
 
     fn dead_letter_pending(&mut self) {

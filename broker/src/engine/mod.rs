@@ -64,6 +64,8 @@ struct Inner {
     next_id: AtomicU64,
     /// This incarnation; ack tokens of earlier ones carry another.
     epoch: u64,
+    /// Set once when the node stops; every task of the engine ends on it.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Broker {
@@ -84,6 +86,7 @@ impl Broker {
                 dispatchers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 epoch: rand::random(),
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         };
         let names: Vec<_> = broker
@@ -98,8 +101,8 @@ impl Broker {
         for name in names {
             broker.spawn_dispatcher(&name);
         }
-        tokio::spawn(router::run(broker.clone(), applied));
-        tokio::spawn(broker.clone().sweep_forever());
+        broker.spawn(router::run(broker.clone(), applied));
+        broker.spawn(broker.clone().sweep_forever());
         broker
     }
 
@@ -109,6 +112,23 @@ impl Broker {
 
     pub fn consensus(&self) -> &Consensus {
         &self.inner.consensus
+    }
+
+    /// Runs `task` until it ends or the engine stops, whichever comes first.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut stopping = self.inner.stopping.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = stopping.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+
+    /// Ends every task of the engine: dispatchers, routing, housekeeping and
+    /// open consumer streams. Their handles on storage go with them.
+    pub fn shutdown(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     fn next_id(&self) -> u64 {
@@ -125,9 +145,9 @@ impl Broker {
                     .consensus
                     .propose(Command::Sweep { now_ms: now_ms() })
                     .await
-                {
-                    tracing::debug!("sweep: {e}");
-                }
+            {
+                tracing::debug!("sweep: {e}");
+            }
         }
     }
 
@@ -182,6 +202,12 @@ impl Broker {
     }
 
     fn publish_live(&self, index: usize, message: NewMessage, now: u64) -> Result<Published, BrokerError> {
+        if message.delay_ms > 0 {
+            return Err(BrokerError::Invalid(crate::domain::ValidationError::new(
+                format!("messages[{index}].delay_ms"),
+                "an at-most-once message is delivered now or never; a delay needs at-least-once",
+            )));
+        }
         let limit = {
             let catalog = self.inner.reader.machine().catalog();
             match catalog.topics.get(&message.topic) {
@@ -428,7 +454,7 @@ impl Broker {
             .lock()
             .expect("dispatchers lock")
             .insert(name.clone(), (settings.pattern.clone(), tx));
-        tokio::spawn(dispatcher::Dispatcher::run(
+        self.spawn(dispatcher::Dispatcher::run(
             name.clone(),
             settings,
             self.inner.reader.clone(),
@@ -442,8 +468,9 @@ impl Broker {
 /// Batch results name the message by its place in the caller's request.
 fn reindex(mut error: crate::state::CommandError, position: usize) -> BrokerError {
     if let Some(rest) = error.field.strip_prefix("messages[")
-        && let Some(end) = rest.find(']') {
-            error.field = format!("messages[{position}]{}", &rest[end + 1..]);
-        }
+        && let Some(end) = rest.find(']')
+    {
+        error.field = format!("messages[{position}]{}", &rest[end + 1..]);
+    }
     error.into()
 }

@@ -62,7 +62,9 @@ fn inboxes_for(broker: &Broker, stored: &StoredRef) -> Vec<mpsc::Sender<Input>> 
 
 /// Ephemeral listeners see durable messages live too, at most once.
 fn offer_live(broker: &Broker, stored: &StoredRef) {
-    if !broker.inner.live.wants(&stored.key.topic) {
+    // Live listeners see messages as they happen; a delayed message is not
+    // happening yet, and they are not kept around to see it later.
+    if stored.not_before_ms > super::now_ms() || !broker.inner.live.wants(&stored.key.topic) {
         return;
     }
     match broker.inner.reader.message(&stored.key) {

@@ -43,7 +43,8 @@ impl Broker {
                 }
             };
             let is_ack = matches!(settle, Settle::Ack);
-            match self.settle_one(&token, settle).await {
+            let named = |e: BrokerError| name_token(e, &format!("{field}[{index}]"));
+            match self.settle_one(&token, settle).await.map_err(named) {
                 Ok(lease) if is_ack => {
                     to_commit.entry(token.subscription.clone()).or_default().push((
                         index,
@@ -142,5 +143,18 @@ impl Broker {
                 let _ = inbox.send(Input::Restore(lease)).await;
             }
         }
+    }
+}
+
+/// Errors about a token name it as the client sent it (`ack_tokens[3]`).
+fn name_token(error: BrokerError, field: &str) -> BrokerError {
+    let rename = |text: String| match text.strip_prefix("ack_token:") {
+        Some(rest) => format!("{field}:{rest}"),
+        None => text,
+    };
+    match error {
+        BrokerError::NotFound(t) => BrokerError::NotFound(rename(t)),
+        BrokerError::FailedPrecondition(t) => BrokerError::FailedPrecondition(rename(t)),
+        other => other,
     }
 }

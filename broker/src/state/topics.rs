@@ -101,9 +101,10 @@ impl Applier<'_, '_> {
         let key = keys::message(name.as_str(), record.first_sequence);
         let message: Option<Message> = self.txn.get(Cf::Messages, &key)?;
         if let Some(message) = &message
-            && keep(record, message) {
-                return Ok(false);
-            }
+            && keep(record, message)
+        {
+            return Ok(false);
+        }
         let size = message.as_ref().map(Message::size_bytes).unwrap_or(0);
         let record = self.catalog.topics.get_mut(name).expect("looked up above");
         self.txn.delete(Cf::Messages, key);

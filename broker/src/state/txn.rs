@@ -85,10 +85,13 @@ impl<'a> Txn<'a> {
             .filter(|(k, _)| !self.range_deleted(cf, k) && !self.overlay.contains_key(&(cf, k.clone())))
             .collect();
         for ((c, key), value) in &self.overlay {
-            if *c == cf && key.as_slice() >= from && key.as_slice() < to
-                && let Some(value) = value {
-                    merged.insert(key.clone(), value.clone());
-                }
+            if *c == cf
+                && key.as_slice() >= from
+                && key.as_slice() < to
+                && let Some(value) = value
+            {
+                merged.insert(key.clone(), value.clone());
+            }
         }
         Ok(merged.into_iter().take(limit).collect())
     }
