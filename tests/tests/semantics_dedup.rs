@@ -1,6 +1,5 @@
 //! Publish deduplication by message id within the topic's dedup window.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! ack deadline, nack, max deliveries, reject, extend, disconnect, and
 //! exclusive leases.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,5 @@
 //! `$cluster.events`: the broker's own events, consumed like any topic.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Fan-out across subscriptions, work sharing inside one, and ephemeral
 //! (pattern) subscriptions.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::collections::BTreeSet;

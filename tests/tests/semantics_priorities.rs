@@ -1,7 +1,6 @@
 //! Priorities: strict order across priorities with FIFO inside each, and a
 //! weighted subscription that never starves low priorities.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::time::Duration;

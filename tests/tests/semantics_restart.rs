@@ -1,7 +1,6 @@
 //! What survives a restart of the node: unacked messages, confirmed acks,
 //! delays, and leases of exactly-once messages.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::collections::BTreeSet;

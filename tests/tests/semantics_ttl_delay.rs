@@ -1,6 +1,5 @@
 //! TTL (per message and topic default) and delayed delivery.
 
-#[path = "semantics_support.rs"]
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};

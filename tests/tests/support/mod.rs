@@ -1,5 +1,5 @@
-//! Helpers shared by the `semantics_*` tests (included with `#[path]`; as a
-//! test target of its own it holds no tests).
+//! Helpers shared by the `semantics_*` tests, each of which includes this
+//! module with `mod support;` (a folder, so cargo builds no test of its own).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
