@@ -55,3 +55,6 @@ pub const MAX_BACKOFF_MS: u64 = 3600 * 1000;
 pub const MAX_CONSUMER_CREDIT: u32 = 10_000;
 /// Deliveries sent in one streamed batch.
 pub const MAX_DELIVERY_BATCH: usize = 256;
+/// Payload bytes in one streamed batch, kept well under the gRPC message cap;
+/// a single larger message still travels alone.
+pub const MAX_DELIVERY_BATCH_BYTES: usize = 4 * 1024 * 1024;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Consensus;
-use crate::domain::limits::MAX_DELIVERY_BATCH;
+use crate::domain::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
 use crate::domain::{DeliveryGuarantee, MessageKey, SubscriptionName, SubscriptionSettings};
 use crate::error::BrokerError;
 use crate::semantics::{ConsumerId, Entry, Lease, LeaseId, QueueConfig, SubscriptionQueue};
@@ -292,7 +292,8 @@ impl Dispatcher {
 
     fn fill_batch(&mut self, consumer: ConsumerId, now: u64) -> Vec<Delivery> {
         let mut batch = Vec::new();
-        while batch.len() < MAX_DELIVERY_BATCH {
+        let mut bytes = 0;
+        while batch.len() < MAX_DELIVERY_BATCH && bytes < MAX_DELIVERY_BATCH_BYTES {
             let Some(c) = self.consumers.get(&consumer) else {
                 break;
             };
@@ -307,6 +308,7 @@ impl Dispatcher {
                     if let Some(c) = self.consumers.get_mut(&consumer) {
                         c.credit -= 1;
                     }
+                    bytes += delivery.message.payload.len();
                     batch.push(delivery);
                 }
                 // Gone (retention) or acked through another path: forget it.
