@@ -60,10 +60,11 @@ impl StateMachine {
         out: &mut Vec<Applied>,
     ) -> Result<Vec<Response>, StorageError> {
         let mut catalog = self.catalog.write().expect("the catalog lock is never poisoned");
-        // Apply to a copy so a storage failure leaves the shared catalog as it was.
-        let mut working = catalog.clone();
+        // Applied in place: a storage error is fatal to consensus, which stops
+        // the node, and a restart reloads the catalog from what is on disk.
+        // (A copy per batch would cost every publish a clone of the catalog.)
         let mut applier = Applier {
-            catalog: &mut working,
+            catalog: &mut catalog,
             txn,
             out,
         };
@@ -74,7 +75,6 @@ impl StateMachine {
                 None => Response::Empty,
             });
         }
-        *catalog = working;
         Ok(responses)
     }
 
