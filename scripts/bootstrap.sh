@@ -10,7 +10,11 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 need_apt=()
 # The rocksdb crate generates its bindings with bindgen, which needs libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# libclang-cpp (LLVM's C++ library) is often present without it and does not count.
+if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
+    && ! compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null \
+    && ! compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null \
+    && ! compgen -G "/usr/lib/*/libclang.so*" >/dev/null; then
     need_apt+=(libclang-dev)
 fi
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
