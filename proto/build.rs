@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["proto/hermod/v1/broker.proto"],
+        &[
+            "proto/hermod/v1/broker.proto",
+            "proto/hermod/v1/cluster.proto",
+            "proto/hermod/internal/v1/peer.proto",
+        ],
         &["proto"],
     )?;
     println!("cargo:rerun-if-changed=proto");

@@ -40,6 +40,28 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "HERMOD_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// This node's id in the cluster (made and kept in the data directory when absent).
+    #[arg(long, env = "HERMOD_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The `host:port` peers and clients reach this node's gRPC at (default: --listen).
+    #[arg(long, env = "HERMOD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Comma-separated `host:port` gRPC addresses of nodes to join or form a cluster with.
+    #[arg(long, env = "HERMOD_SEEDS", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Find peers by DNS: `dns:NAME:PORT` (e.g. a Kubernetes headless service),
+    /// re-resolved while the cluster forms.
+    #[arg(long, env = "HERMOD_DISCOVERY")]
+    pub discovery: Option<String>,
+    /// Nodes that must see each other before a fresh cluster forms (with --join).
+    #[arg(long, env = "HERMOD_EXPECT_NODES")]
+    pub expect_nodes: Option<u32>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "HERMOD_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Lower bound of the Raft election timeout in milliseconds (the upper is twice it).
+    #[arg(long, env = "HERMOD_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// The settings a TOML file may hold; every key is optional.
@@ -52,6 +74,13 @@ struct FileConfig {
     fsync: Option<bool>,
     auto_create_topics: Option<bool>,
     log_format: Option<String>,
+    node_id: Option<u64>,
+    advertise: Option<String>,
+    join: Option<Vec<String>>,
+    discovery: Option<String>,
+    expect_nodes: Option<u32>,
+    heartbeat_interval_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
 }
 
 /// Log output format.
@@ -70,6 +99,139 @@ pub struct Config {
     pub fsync: bool,
     pub auto_create_topics: bool,
     pub log_format: LogFormat,
+    pub cluster: ClusterConfig,
+}
+
+/// How the node takes part in a cluster; the defaults make a one-node cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: Option<u64>,
+    pub advertise: Option<String>,
+    pub seeds: Vec<String>,
+    /// A DNS name and port whose addresses are seeds too.
+    pub discovery: Option<(String, u16)>,
+    pub expect_nodes: u32,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl ClusterConfig {
+    /// Whether this node looks for peers at all.
+    pub fn has_peers(&self) -> bool {
+        !self.seeds.is_empty() || self.discovery.is_some()
+    }
+}
+
+/// Parses `dns:NAME:PORT`.
+fn parse_discovery(text: &str) -> Result<(String, u16), BrokerError> {
+    let bad = || BrokerError::Config(format!("discovery: {text:?} is not dns:NAME:PORT"));
+    let rest = text.strip_prefix("dns:").ok_or_else(bad)?;
+    let (name, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    Ok((name.to_string(), port))
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            advertise: None,
+            seeds: Vec::new(),
+            discovery: None,
+            expect_nodes: 1,
+            heartbeat_interval_ms: crate::cluster::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            election_timeout_ms: crate::cluster::DEFAULT_ELECTION_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Most nodes `expect_nodes` may ask for.
+pub const MAX_EXPECT_NODES: u32 = 100;
+/// Shortest heartbeat interval accepted, in milliseconds.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
+
+impl ClusterConfig {
+    fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Self, BrokerError> {
+        let defaults = Self::default();
+        let seeds = if args.join.is_empty() {
+            file.join.clone().unwrap_or_default()
+        } else {
+            args.join.clone()
+        };
+        let config = Self {
+            node_id: args.node_id.or(file.node_id),
+            advertise: args.advertise.clone().or(file.advertise.clone()),
+            seeds: seeds
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            discovery: match args.discovery.clone().or(file.discovery.clone()) {
+                Some(text) => Some(parse_discovery(&text)?),
+                None => None,
+            },
+            expect_nodes: args
+                .expect_nodes
+                .or(file.expect_nodes)
+                .unwrap_or(defaults.expect_nodes),
+            heartbeat_interval_ms: args
+                .heartbeat_interval_ms
+                .or(file.heartbeat_interval_ms)
+                .unwrap_or(defaults.heartbeat_interval_ms),
+            election_timeout_ms: args
+                .election_timeout_ms
+                .or(file.election_timeout_ms)
+                .unwrap_or(defaults.election_timeout_ms),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings a cluster cannot run with, naming the setting.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        if self.node_id == Some(0) {
+            return Err(BrokerError::Config("node_id: 0 is not a valid node id".into()));
+        }
+        if !(1..=MAX_EXPECT_NODES).contains(&self.expect_nodes) {
+            return Err(BrokerError::Config(format!(
+                "expect_nodes: {} is not between 1 and {MAX_EXPECT_NODES}",
+                self.expect_nodes
+            )));
+        }
+        if self.expect_nodes > 1 && !self.has_peers() {
+            return Err(BrokerError::Config(
+                "expect_nodes: a cluster of several nodes needs --join or --discovery to find the others"
+                    .into(),
+            ));
+        }
+        for (i, seed) in self.seeds.iter().enumerate() {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(BrokerError::Config(format!(
+                    "join[{i}]: {seed:?} is not host:port"
+                )));
+            }
+        }
+        if self.heartbeat_interval_ms < MIN_HEARTBEAT_INTERVAL_MS {
+            return Err(BrokerError::Config(format!(
+                "heartbeat_interval_ms: {} is below the minimum of {MIN_HEARTBEAT_INTERVAL_MS}",
+                self.heartbeat_interval_ms
+            )));
+        }
+        if self.election_timeout_ms < 3 * self.heartbeat_interval_ms {
+            return Err(BrokerError::Config(format!(
+                "election_timeout_ms: {} must be at least three heartbeat intervals ({} ms)",
+                self.election_timeout_ms,
+                3 * self.heartbeat_interval_ms
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -82,6 +244,7 @@ impl Config {
             fsync: true,
             auto_create_topics: true,
             log_format: LogFormat::Text,
+            cluster: ClusterConfig::default(),
         }
     }
 
@@ -92,6 +255,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = Self::with_data_dir(DEFAULT_DATA_DIR);
+        let cluster = ClusterConfig::resolve(args, &file)?;
         let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -102,6 +266,7 @@ impl Config {
             }
         };
         Ok(Self {
+            cluster,
             data_dir: args
                 .data_dir
                 .clone()
@@ -172,6 +337,62 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("log_format")
+        );
+    }
+
+    #[test]
+    fn cluster_settings_are_read_and_checked() {
+        let args = ServeArgs {
+            join: vec!["10.0.0.1:7400".into(), " 10.0.0.2:7400 ".into()],
+            expect_nodes: Some(3),
+            discovery: Some("dns:hermod-headless:7400".into()),
+            ..Default::default()
+        };
+        let cluster = Config::resolve(&args).unwrap().cluster;
+        assert_eq!(cluster.seeds, vec!["10.0.0.1:7400", "10.0.0.2:7400"]);
+        assert_eq!(cluster.discovery, Some(("hermod-headless".into(), 7400)));
+        assert_eq!(cluster.expect_nodes, 3);
+        assert!(cluster.has_peers());
+
+        let refused = |args: ServeArgs, field: &str| {
+            let error = Config::resolve(&args).unwrap_err().to_string();
+            assert!(error.contains(field), "{error} names {field}");
+        };
+        refused(
+            ServeArgs {
+                expect_nodes: Some(3),
+                ..Default::default()
+            },
+            "expect_nodes",
+        );
+        refused(
+            ServeArgs {
+                join: vec!["no-port".into()],
+                ..Default::default()
+            },
+            "join[0]",
+        );
+        refused(
+            ServeArgs {
+                discovery: Some("srv:x:1".into()),
+                ..Default::default()
+            },
+            "discovery",
+        );
+        refused(
+            ServeArgs {
+                node_id: Some(0),
+                ..Default::default()
+            },
+            "node_id",
+        );
+        refused(
+            ServeArgs {
+                heartbeat_interval_ms: Some(500),
+                election_timeout_ms: Some(1000),
+                ..Default::default()
+            },
+            "election_timeout_ms",
         );
     }
 }

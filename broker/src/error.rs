@@ -2,8 +2,12 @@
 
 use crate::domain::ValidationError;
 
-/// Everything that can go wrong inside the broker.
-#[derive(Debug, Clone, thiserror::Error)]
+/// The gRPC metadata key that names the leader's address to a client.
+pub const LEADER_HINT_METADATA: &str = "hermod-leader";
+
+/// Everything that can go wrong inside the broker. Serializable, because a
+/// node that forwards a request to the leader passes the leader's error on.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum BrokerError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -17,6 +21,10 @@ pub enum BrokerError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// This node cannot serve the request; `leader` is the gRPC address of
+    /// the node that can, when known.
+    #[error("this node does not lead{}; retry", leader.as_ref().map(|l| format!(" (the leader is at {l})")).unwrap_or_else(|| " and no leader is known yet".into()))]
+    NotLeader { leader: Option<String> },
     #[error("configuration: {0}")]
     Config(String),
     #[error("storage: {0}")]
@@ -36,10 +44,16 @@ impl From<BrokerError> for tonic::Status {
             BrokerError::AlreadyExists(_) => Code::AlreadyExists,
             BrokerError::FailedPrecondition(_) => Code::FailedPrecondition,
             BrokerError::ResourceExhausted(_) => Code::ResourceExhausted,
-            BrokerError::Unavailable(_) => Code::Unavailable,
+            BrokerError::Unavailable(_) | BrokerError::NotLeader { .. } => Code::Unavailable,
             BrokerError::Config(_) => Code::InvalidArgument,
             BrokerError::Storage(_) | BrokerError::Corruption(_) | BrokerError::Internal(_) => Code::Internal,
         };
-        tonic::Status::new(code, error.to_string())
+        let mut status = tonic::Status::new(code, error.to_string());
+        if let BrokerError::NotLeader { leader: Some(leader) } = &error
+            && let Ok(value) = format!("http://{leader}").parse()
+        {
+            status.metadata_mut().insert(LEADER_HINT_METADATA, value);
+        }
+        status
     }
 }

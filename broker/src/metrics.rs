@@ -17,6 +17,11 @@ pub const IN_FLIGHT: &str = "hermod_subscription_in_flight";
 pub const BACKLOG: &str = "hermod_subscription_backlog";
 pub const PUBLISH_LATENCY: &str = "hermod_publish_to_ack_seconds";
 pub const FSYNC_BATCH: &str = "hermod_fsync_batch_entries";
+pub const FORWARDED: &str = "hermod_requests_forwarded_total";
+pub const LIVE_DROPPED: &str = "hermod_live_batches_dropped_total";
+pub const CLUSTER_SIZE: &str = "hermod_cluster_nodes";
+pub const LEADER_CHANGES: &str = "hermod_leader_changes_total";
+pub const REPLICATION_LAG: &str = "hermod_replication_lag_entries";
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 

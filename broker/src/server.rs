@@ -10,8 +10,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin;
-use crate::api::BrokerService;
-use crate::cluster::{Consensus, NodeId};
+use crate::api::{BrokerService, ClusterService};
+use crate::cluster::{
+    ClusterOptions, Consensus, Faults, GrpcTransport, LIVE_INBOX_BATCHES, LocalNetwork, NodeId, PeerHandler,
+    PeerService, Transport,
+};
 use crate::config::{Config, LogFormat, ServeArgs};
 use crate::engine::Broker;
 use crate::error::BrokerError;
@@ -76,16 +79,33 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The node id kept in the data directory, made on first start.
-fn node_id(data_dir: &Path) -> Result<NodeId, BrokerError> {
+/// How a node reaches its peers: over gRPC (the default), or in-process for
+/// a test cluster; either way through `faults`.
+#[derive(Clone, Default)]
+pub struct PeerLinks {
+    pub local: Option<LocalNetwork>,
+    pub faults: Faults,
+}
+
+/// The node id kept in the data directory, made on first start (or taken
+/// from `wanted`, which must agree with a kept one).
+fn node_id(data_dir: &Path, wanted: Option<NodeId>) -> Result<NodeId, BrokerError> {
     let path = data_dir.join("node_id");
     match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|e| BrokerError::Config(format!("{}: not a node id: {e}", path.display()))),
+        Ok(text) => {
+            let kept: NodeId = text
+                .trim()
+                .parse()
+                .map_err(|e| BrokerError::Config(format!("{}: not a node id: {e}", path.display())))?;
+            match wanted {
+                Some(wanted) if wanted != kept => Err(BrokerError::Config(format!(
+                    "node_id: {wanted} differs from {kept}, the id this data directory belongs to"
+                ))),
+                _ => Ok(kept),
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = rand::random::<u64>() >> 1 | 1;
+            let id = wanted.unwrap_or_else(|| rand::random::<u64>() >> 1 | 1);
             std::fs::write(&path, format!("{id}\n"))
                 .map_err(|e| BrokerError::Storage(format!("cannot write {}: {e}", path.display())))?;
             Ok(id)
@@ -98,17 +118,22 @@ fn node_id(data_dir: &Path) -> Result<NodeId, BrokerError> {
 }
 
 impl Node {
-    /// Opens the data directory and starts serving on the configured addresses.
+    /// Opens the data directory and starts serving on the configured
+    /// addresses, talking to peers over gRPC.
     pub async fn start(config: Config) -> Result<Node, BrokerError> {
+        Self::start_with(config, PeerLinks::default()).await
+    }
+
+    /// Starts a node whose peer links are `links`. A one-node cluster is
+    /// leading when this returns; a node of several forms or joins its
+    /// cluster in the background (see `/health/ready`).
+    pub async fn start_with(config: Config, links: PeerLinks) -> Result<Node, BrokerError> {
         if !config.fsync {
             tracing::warn!("fsync is OFF: acknowledged messages can be lost if the machine crashes");
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| BrokerError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-        let id = node_id(&config.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.data_dir.join("db"))?);
-        let weak_store = Arc::downgrade(&store);
-        let machine = StateMachine::open(store.clone())?;
+        let id = node_id(&config.data_dir, config.cluster.node_id)?;
         let grpc = TcpListener::bind(config.listen)
             .await
             .map_err(|e| BrokerError::Config(format!("listen: cannot bind {}: {e}", config.listen)))?;
@@ -121,38 +146,89 @@ impl Node {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let advertise = advertised(&config, grpc_addr)?;
 
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.data_dir.join("db"))?);
+        let weak_store = Arc::downgrade(&store);
+        let machine = StateMachine::open(store.clone())?;
         let (applied_tx, applied_rx) = mpsc::channel(APPLIED_CHANNEL);
         let reader = Reader::new(machine.clone());
-        let consensus = Consensus::start_single(
-            id,
-            grpc_addr.to_string(),
+        let transport: Arc<dyn Transport> = match &links.local {
+            Some(local) => Arc::new(local.clone()),
+            None => Arc::new(GrpcTransport::default()),
+        };
+        let options = ClusterOptions {
+            node_id: id,
+            advertise: advertise.clone(),
+            seeds: config.cluster.seeds.clone(),
+            discovery: config.cluster.discovery.clone(),
+            expect_nodes: config.cluster.expect_nodes,
+            heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
+            election_timeout_ms: config.cluster.election_timeout_ms,
+            fsync: config.fsync,
+        };
+        let consensus = Consensus::open(
+            options,
             store,
             machine,
-            config.fsync,
             applied_tx,
+            transport,
+            links.faults.clone(),
         )
         .await?;
-        let broker = Broker::start(consensus.clone(), reader, config.auto_create_topics, applied_rx);
+        let (live_tx, live_rx) = mpsc::channel(LIVE_INBOX_BATCHES);
+        let handler = consensus.handler(live_tx);
+        if let Some(local) = &links.local {
+            local.register(&advertise, &handler);
+        }
+        let broker = Broker::start(
+            consensus.clone(),
+            reader,
+            config.auto_create_topics,
+            applied_rx,
+            live_rx,
+        );
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_grpc(grpc, broker.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(serve_grpc(
+            grpc,
+            broker.clone(),
+            handler,
+            stopped.clone(),
+        )));
         let metrics = crate::metrics::install().map_err(BrokerError::Internal)?;
         let admin_state = admin::AdminState {
             node_id: id,
-            consensus,
+            consensus: consensus.clone(),
             metrics,
         };
-        tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state, stopped)));
-        Ok(Node {
+        tasks.push(tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state,
+            stopped.clone(),
+        )));
+        let node = Node {
             grpc_addr,
             admin_addr,
             broker,
             store: weak_store,
             stop,
             tasks,
-        })
+        };
+        if !config.cluster.has_peers() {
+            if let Err(e) = consensus.form(stopped).await {
+                node.stop().await;
+                return Err(e);
+            }
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = consensus.form(stopped).await {
+                    tracing::error!("this node could not join a cluster: {e}");
+                }
+            });
+        }
+        Ok(node)
     }
 
     /// Stops serving, ends every task, and waits until the database is
@@ -182,17 +258,39 @@ impl Node {
     }
 }
 
-async fn serve_grpc(listener: TcpListener, broker: Broker, mut stopped: watch::Receiver<bool>) {
+/// The address peers and clients are told to use: `advertise`, or the bound
+/// gRPC address when that is a specific one.
+fn advertised(config: &Config, bound: SocketAddr) -> Result<String, BrokerError> {
+    match &config.cluster.advertise {
+        Some(address) => Ok(address.clone()),
+        None if bound.ip().is_unspecified() && config.cluster.has_peers() => {
+            Err(BrokerError::Config(format!(
+                "advertise: the node listens on {bound}, which peers cannot dial; set --advertise host:port"
+            )))
+        }
+        None => Ok(bound.to_string()),
+    }
+}
+
+async fn serve_grpc(
+    listener: TcpListener,
+    broker: Broker,
+    peers: Arc<PeerHandler>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<hermod_proto::v1::broker_server::BrokerServer<BrokerService>>()
         .await;
-    let service = hermod_proto::v1::broker_server::BrokerServer::new(BrokerService::new(broker))
+    let service = hermod_proto::v1::broker_server::BrokerServer::new(BrokerService::new(broker.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let cluster = hermod_proto::v1::cluster_server::ClusterServer::new(ClusterService::new(broker));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(service)
+        .add_service(cluster)
+        .add_service(PeerService::server(peers))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         })

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::connection::{Connection, Stub};
+use crate::connection::{Connection, Lease, Stub};
 use crate::error::{Error, Result, status_error};
 use crate::options::{ClientOptions, RetryPolicy};
 use crate::retry::{Idempotence, retry};
@@ -68,17 +68,33 @@ impl Client {
         F: FnOnce(Stub, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
     {
+        self.attempt_on(|lease| lease.stub, message, call).await
+    }
+
+    /// One attempt of a unary call on the service that `stub` makes from
+    /// the current connection.
+    pub(crate) async fn attempt_on<S, Req, Resp, F, Fut>(
+        &self,
+        stub: impl FnOnce(Lease) -> S,
+        message: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        F: FnOnce(S, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
         let connection = &self.inner.connection;
         let lease = connection.get().await?;
+        let generation = lease.generation;
         let timeout = self.options().request_timeout;
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
-        let result = match tokio::time::timeout(timeout, call(lease.stub, request)).await {
+        let result = match tokio::time::timeout(timeout, call(stub(lease), request)).await {
             Ok(Ok(response)) => return Ok(response.into_inner()),
             Ok(Err(status)) => status_error(status),
             Err(_) => Error::timeout(format!("no answer within {timeout:?}")),
         };
-        connection.report(lease.generation, &result);
+        connection.report(generation, &result);
         Err(result)
     }
 

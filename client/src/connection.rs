@@ -20,6 +20,8 @@ pub(crate) type Stub = BrokerClient<Channel>;
 /// failure on it is reported.
 pub(crate) struct Lease {
     pub(crate) stub: Stub,
+    /// The channel under `stub`, for the other services of the same node.
+    pub(crate) channel: Channel,
     pub(crate) generation: u64,
 }
 
@@ -91,6 +93,7 @@ impl Connection {
             stub: BrokerClient::new(channel.clone())
                 .max_decoding_message_size(self.options.max_message_bytes)
                 .max_encoding_message_size(self.options.max_message_bytes),
+            channel: channel.clone(),
             generation: *generation,
         })
     }

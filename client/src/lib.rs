@@ -13,7 +13,8 @@
 //!   [`ack`](ReceivedMessage::ack), [`nack`](ReceivedMessage::nack),
 //!   [`extend`](ReceivedMessage::extend), [`reject`](ReceivedMessage::reject)
 //!   or [`ack_confirmed`](ReceivedMessage::ack_confirmed).
-//! - Administration: create, get, list and delete topics and subscriptions.
+//! - Administration: create, get, list and delete topics and subscriptions;
+//!   the cluster's status, and nodes joining and leaving.
 //! - Errors: [`Error`], with the offending request field where the broker
 //!   named one, and [`Error::is_retryable`].
 //!
@@ -63,6 +64,7 @@
 
 mod admin;
 mod client;
+mod cluster;
 mod connection;
 mod convert;
 mod error;
@@ -76,6 +78,7 @@ mod settings;
 mod subscriber;
 
 pub use client::Client;
+pub use cluster::{ClusterNode, ClusterStatus, RaftGroupInfo};
 pub use error::{Error, LEADER_HINT_METADATA, Result};
 pub use message::{Delivery, OutgoingMessage, ParseEnumError, Priority, PublishReceipt};
 pub use options::{ClientOptions, DEFAULT_ENDPOINT, RetryPolicy};

@@ -1,4 +1,5 @@
-//! Generated protobuf and gRPC code for Hermod's public API (`hermod.v1`).
+//! Generated protobuf and gRPC code for Hermod's public API (`hermod.v1`) and
+//! its node-to-node API (`hermod.internal.v1`).
 //!
 //! Only the broker's `api/` layer and the client crate's edge use these types;
 //! everything behind them works with Hermod's own domain types.
@@ -8,4 +9,10 @@
 /// The public API, package `hermod.v1`.
 pub mod v1 {
     tonic::include_proto!("hermod.v1");
+}
+
+/// Node-to-node traffic, package `hermod.internal.v1`; only the broker's
+/// cluster transport uses it.
+pub mod internal {
+    tonic::include_proto!("hermod.internal.v1");
 }

@@ -1,5 +1,8 @@
 //! Test harness: brokers started in-process (ports 0, temporary data
-//! directories) or as real `hermod serve` processes that can be killed.
+//! directories) or as real `hermod serve` processes that can be killed, and
+//! in-process clusters (`cluster::TestCluster`).
+
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

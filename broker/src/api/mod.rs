@@ -1,8 +1,11 @@
-//! The gRPC edge: `hermod.v1.Broker` and the standard health service. Only
+//! The gRPC edge: `hermod.v1.Broker`, `hermod.v1.Cluster` and the standard
+//! health service. Only
 //! this folder (and the client's edge) sees prost types.
 
+mod cluster;
 mod convert;
 mod service;
 mod subscribe;
 
+pub use cluster::{ClusterService, status_message};
 pub use service::BrokerService;

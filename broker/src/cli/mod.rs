@@ -4,6 +4,7 @@
 //! refused as invalid (the message names the field), 1 for anything else.
 
 mod admin;
+mod cluster;
 mod connect;
 mod output;
 mod parse;
@@ -15,6 +16,7 @@ use clap::Parser;
 
 use crate::config::ServeArgs;
 use admin::{SubscriptionCommand, TopicCommand};
+use cluster::ClusterCommand;
 use pubsub::{PubArgs, SubArgs};
 
 /// Hermod, a distributed publish/subscribe message broker.
@@ -42,6 +44,16 @@ pub enum Command {
     /// Create, show, list and delete durable subscriptions.
     #[command(subcommand)]
     Subscription(SubscriptionCommand),
+    /// Show the cluster, add a node, remove a node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Run the load generator (`hermod-bench`, installed beside `hermod`);
+    /// `hermod bench --help` lists its options.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// A mistake in how the command was called, found after parsing.
@@ -103,7 +115,26 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Sub(args) => pubsub::subscribe(args).await,
         Command::Topic(command) => admin::topic(command).await,
         Command::Subscription(command) => admin::subscription(command).await,
+        Command::Cluster(command) => cluster::cluster(command).await,
+        Command::Bench { args } => bench(args),
     }
+}
+
+/// Runs `hermod-bench` from the directory of this executable with `args`,
+/// and fails with its exit status.
+fn bench(args: Vec<OsString>) -> anyhow::Result<()> {
+    let program = std::env::current_exe()?.with_file_name("hermod-bench");
+    if !program.exists() {
+        anyhow::bail!(
+            "{} is missing; build it with `cargo build --release -p hermod-bench` or run scripts/bench.sh",
+            program.display()
+        );
+    }
+    let status = std::process::Command::new(&program).args(args).status()?;
+    if !status.success() {
+        anyhow::bail!("hermod-bench exited with {status}");
+    }
+    Ok(())
 }
 
 /// 2 for usage and invalid-argument errors, 0 for a closed stdout (`| head`

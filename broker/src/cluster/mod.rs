@@ -1,63 +1,111 @@
 //! Consensus: orders every durable command through openraft before it is
-//! applied. Only this folder knows openraft.
+//! applied, across the nodes of a cluster. Only this folder knows openraft.
 //!
 //! A node with no peers is a one-voter cluster: the same write path as a
-//! multi-node cluster, with a quorum of one.
+//! multi-node cluster, with a quorum of one. Nodes talk through a `Mesh`
+//! over a `Transport` (gRPC, or in-process for tests).
 
 // openraft's traits fix `StorageError` (a large type) as the error of every
 // storage call; boxing it would only add conversions at each boundary.
 #![allow(clippy::result_large_err)]
 
+mod formation;
+mod grpc;
+mod inbound;
+mod local;
 mod log_store;
+mod membership;
+mod monitor;
 mod network;
 mod state_machine;
+mod status;
 #[cfg(test)]
 mod suite;
+mod transport;
+#[cfg(test)]
+mod transport_tests;
 mod types;
+mod view;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use crate::domain::Message;
 use crate::error::BrokerError;
 use crate::state::{Applied, Command, Response, StateMachine};
 use crate::storage::Store;
 
+pub use grpc::{GrpcTransport, PeerService};
+pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
+pub use local::LocalNetwork;
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
+pub use status::{ClusterView, GroupView, NodeView, Role};
+pub use transport::{Faults, MembershipChange, NodeInfo, Transport};
 pub use types::{NodeId, TypeConfig};
+
+use transport::{Mesh, PeerReply, PeerRequest};
 
 /// How long a proposal may wait for its commit before the caller is told to retry.
 pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
-/// How long a starting node waits to become leader of its one-node cluster.
+/// How long a starting one-node cluster waits to lead itself.
 pub const ELECTION_WAIT_MS: u64 = 30_000;
-/// Heartbeat interval; generous, since a loaded 2-core machine stalls.
-pub const HEARTBEAT_INTERVAL_MS: u64 = 250;
-/// Election timeout range.
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+/// Default heartbeat interval; generous, since a loaded 2-core machine stalls.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 250;
+/// Default lower bound of the election timeout; the upper bound is twice it.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 /// Log entries between snapshots; the log is purged up to a snapshot.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 50_000;
 /// Entries proposed at once per append, and per replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
+/// The one Raft group of this version; shard groups come with sharding.
+pub const MAIN_GROUP: u32 = 0;
 
-/// The consensus layer of one node.
-#[derive(Clone)]
-pub struct Consensus {
-    raft: types::Raft,
-    node_id: NodeId,
+/// How a node takes part in its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    /// The gRPC address peers and clients reach this node at.
+    pub advertise: String,
+    /// Addresses of nodes to join or form a cluster with.
+    pub seeds: Vec<String>,
+    /// A DNS name and port whose addresses are seeds too, re-resolved on
+    /// every round of formation.
+    pub discovery: Option<(String, u16)>,
+    /// Nodes that must see each other before a fresh cluster forms.
+    pub expect_nodes: u32,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub fsync: bool,
 }
 
-fn raft_config() -> Result<Arc<openraft::Config>, BrokerError> {
+/// The consensus layer of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Consensus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: types::Raft,
+    me: NodeInfo,
+    mesh: Arc<Mesh>,
+    options: ClusterOptions,
+    leading: watch::Receiver<bool>,
+}
+
+fn raft_config(options: &ClusterOptions) -> Result<Arc<openraft::Config>, BrokerError> {
     let config = openraft::Config {
         cluster_name: "hermod".into(),
-        heartbeat_interval: HEARTBEAT_INTERVAL_MS,
-        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
-        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        heartbeat_interval: options.heartbeat_interval_ms,
+        election_timeout_min: options.election_timeout_ms,
+        election_timeout_max: options.election_timeout_ms * 2,
+        // Replication and snapshot RPCs get several heartbeats' time before
+        // they count as failed.
+        install_snapshot_timeout: options.election_timeout_ms * 4,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
         max_in_snapshot_log_to_keep: 1_000,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
@@ -70,49 +118,117 @@ fn raft_config() -> Result<Arc<openraft::Config>, BrokerError> {
 }
 
 impl Consensus {
-    /// Starts this node as the single voter of its own cluster, initialising
-    /// the cluster on first start, and waits until it leads.
-    pub async fn start_single(
-        node_id: NodeId,
-        address: String,
+    /// Opens this node's Raft group on `store`. The node serves Raft RPCs
+    /// from now on; [`Consensus::form`] makes it part of a cluster.
+    pub async fn open(
+        options: ClusterOptions,
         store: Arc<dyn Store>,
         machine: StateMachine,
-        fsync: bool,
         events: mpsc::Sender<Vec<Applied>>,
+        transport: Arc<dyn Transport>,
+        faults: Faults,
     ) -> Result<Self, BrokerError> {
-        let log = LogStore::new(store, fsync);
+        let me = NodeInfo {
+            id: options.node_id,
+            address: options.advertise.clone(),
+        };
+        let mesh = Arc::new(Mesh::new(me.address.clone(), transport, faults));
+        let log = LogStore::new(store, options.fsync);
         let sm = StateMachineStore::new(machine, events).map_err(internal)?;
-        let raft = types::Raft::new(node_id, raft_config()?, network::NoPeers, log, sm)
+        let network = network::Network::new(mesh.clone(), MAIN_GROUP);
+        let raft = types::Raft::new(me.id, raft_config(&options)?, network, log, sm)
             .await
             .map_err(internal)?;
-        if !raft.is_initialized().await.map_err(internal)? {
-            let members = BTreeMap::from([(node_id, BasicNode { addr: address })]);
-            raft.initialize(members).await.map_err(internal)?;
-        }
-        raft.wait(Some(Duration::from_millis(ELECTION_WAIT_MS)))
-            .state(ServerState::Leader, "one-node cluster elects itself")
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("this node did not become leader: {e}")))?;
-        Ok(Self { raft, node_id })
+        let leading = view::watch_leadership(&raft, me.id);
+        let tick = Duration::from_millis(options.election_timeout_ms / 2);
+        let inner = Arc::new(Inner {
+            raft,
+            me,
+            mesh,
+            options,
+            leading,
+        });
+        tokio::spawn(monitor::run(Arc::downgrade(&inner), tick));
+        Ok(Self { inner })
+    }
+
+    /// Makes this node part of a cluster: a restarted member rejoins with
+    /// its data; a fresh node forms or joins one as its options say. A
+    /// one-node cluster returns once it leads; otherwise formation goes on
+    /// until it succeeds or `stop` is set.
+    pub async fn form(&self, stop: watch::Receiver<bool>) -> Result<(), BrokerError> {
+        formation::form(self, stop).await
+    }
+
+    /// The handler of requests from peers, delivering their live messages to `live`.
+    pub fn handler(&self, live: mpsc::Sender<Vec<Message>>) -> Arc<PeerHandler> {
+        PeerHandler::new(self.clone(), live)
     }
 
     pub fn node_id(&self) -> NodeId {
-        self.node_id
+        self.inner.me.id
+    }
+
+    pub fn me(&self) -> &NodeInfo {
+        &self.inner.me
+    }
+
+    fn raft(&self) -> &types::Raft {
+        &self.inner.raft
+    }
+
+    fn mesh(&self) -> &Mesh {
+        &self.inner.mesh
+    }
+
+    fn options(&self) -> &ClusterOptions {
+        &self.inner.options
     }
 
     /// True while this node leads.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        *self.inner.leading.borrow()
+    }
+
+    /// Changes to true when this node becomes leader, to false when it stops leading.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.inner.leading.clone()
     }
 
     /// The current leader, if one is known.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft().metrics().borrow().current_leader
+    }
+
+    /// The current leader and its address, if known.
+    pub fn leader_info(&self) -> Option<NodeInfo> {
+        let metrics = self.raft().metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some(NodeInfo {
+            id,
+            address: node.addr,
+        })
+    }
+
+    /// Every member of the cluster (voters and learners) but this node.
+    pub fn peers(&self) -> Vec<NodeInfo> {
+        let metrics = self.raft().metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.inner.me.id)
+            .map(|(id, node)| NodeInfo {
+                id: *id,
+                address: node.addr.clone(),
+            })
+            .collect()
     }
 
     /// The voters of the current membership.
     pub fn voters(&self) -> Vec<NodeId> {
-        self.raft
+        self.raft()
             .metrics()
             .borrow()
             .membership_config
@@ -121,31 +237,112 @@ impl Consensus {
             .collect()
     }
 
+    async fn is_initialized(&self) -> bool {
+        self.raft().is_initialized().await.unwrap_or(false)
+    }
+
     /// Orders `command`, waits for it to be durable on a quorum and applied,
-    /// and returns the state machine's answer.
+    /// and returns the state machine's answer. A node that does not lead
+    /// forwards the command to the leader.
     pub async fn propose(&self, command: Command) -> Result<Response, BrokerError> {
-        let write = self.raft.client_write(command);
+        match self.leader_info() {
+            Some(leader) if leader.id != self.inner.me.id => self.forward(leader, command).await,
+            _ => self.propose_here(command).await,
+        }
+    }
+
+    /// Proposes on this node, which must lead; never forwards further.
+    async fn propose_here(&self, command: Command) -> Result<Response, BrokerError> {
+        // A leader cut off from its quorum could only time out: say so now.
+        if let Some(silence) = self.quorum_silence() {
+            return Err(BrokerError::Unavailable(format!(
+                "no quorum: this leader has not heard from a majority for {silence} ms; retry"
+            )));
+        }
+        let write = self.raft().client_write(command);
         let outcome = tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await;
         match outcome {
             Err(_) => Err(BrokerError::Unavailable(format!(
-                "the write was not committed within {PROPOSE_TIMEOUT_MS} ms; retry with the same message id"
+                "the write was not committed within {PROPOSE_TIMEOUT_MS} ms (no quorum?); retry with the same message id"
             ))),
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                let hint = forward
-                    .leader_node
-                    .map(|n| n.addr)
-                    .unwrap_or_else(|| "unknown".into());
-                Err(BrokerError::Unavailable(format!(
-                    "this node does not lead; leader: {hint}"
-                )))
+                Err(BrokerError::NotLeader {
+                    leader: forward.leader_node.map(|n| n.addr),
+                })
             }
             Ok(Err(e)) => Err(BrokerError::Unavailable(format!("consensus: {e}"))),
         }
     }
 
+    /// On a leader of several voters, how long a majority has been silent,
+    /// when that is longer than an election takes.
+    fn quorum_silence(&self) -> Option<u64> {
+        let metrics = self.raft().metrics().borrow().clone();
+        if metrics.state != ServerState::Leader
+            || metrics.membership_config.membership().voter_ids().count() < 2
+        {
+            return None;
+        }
+        let limit = self.options().election_timeout_ms * 2;
+        // `None` right after an election: no heartbeat round has ended yet.
+        metrics.millis_since_quorum_ack.filter(|ms| *ms > limit)
+    }
+
+    async fn forward(&self, leader: NodeInfo, command: Command) -> Result<Response, BrokerError> {
+        let request = PeerRequest::Forward {
+            group: MAIN_GROUP,
+            command,
+        };
+        let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        match self.mesh().call(&leader.address, request, timeout).await {
+            Ok(PeerReply::Forward(result)) => {
+                metrics::counter!(crate::metrics::FORWARDED).increment(1);
+                result
+            }
+            Ok(other) => Err(BrokerError::Internal(format!(
+                "unexpected answer to a forward: {other:?}"
+            ))),
+            Err(e) => Err(BrokerError::Unavailable(format!(
+                "the leader (node {} at {}) could not be reached: {e}; retry",
+                leader.id, leader.address
+            ))),
+        }
+    }
+
+    /// Sends at-most-once messages to every other member, for their live
+    /// listeners and (on the leader) durable subscriptions. Best effort.
+    pub fn broadcast_live(&self, messages: Vec<Message>) {
+        let peers = self.peers();
+        if peers.is_empty() || messages.is_empty() {
+            return;
+        }
+        let messages = Arc::new(messages);
+        for peer in peers {
+            let this = self.clone();
+            let messages = messages.clone();
+            tokio::spawn(async move {
+                let request = PeerRequest::Live(messages.as_ref().clone());
+                let timeout = Duration::from_millis(transport::PEER_CALL_TIMEOUT_MS);
+                if let Err(e) = this.mesh().call(&peer.address, request, timeout).await {
+                    tracing::debug!("live messages to node {} lost: {e}", peer.id);
+                }
+            });
+        }
+    }
+
+    /// Waits until this node leads, or `timeout` passes.
+    async fn wait_leading(&self, timeout: Duration) -> Result<(), BrokerError> {
+        self.raft()
+            .wait(Some(timeout))
+            .state(ServerState::Leader, "this node leads")
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::Unavailable(format!("this node did not become leader: {e}")))
+    }
+
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.raft().shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
     }

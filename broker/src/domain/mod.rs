@@ -13,7 +13,7 @@ pub use settings::{PriorityPolicy, RetentionPolicy, StartPosition, SubscriptionS
 
 /// A request field that breaks a rule. `field` names it the way the client
 /// sent it (e.g. `messages[2].topic`), so the error tells the user what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
     pub field: String,

@@ -5,7 +5,9 @@
 mod clock;
 mod delivery;
 mod dispatcher;
+mod leadership;
 mod live;
+mod publish;
 mod router;
 mod settle;
 mod token;
@@ -17,12 +19,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::cluster::Consensus;
-use crate::domain::{
-    DeliveryGuarantee, Message, NewMessage, Pattern, SubscriptionName, SubscriptionSettings, TopicName,
-    TopicSettings,
-};
+use crate::domain::{Message, Pattern, SubscriptionName, SubscriptionSettings, TopicName, TopicSettings};
 use crate::error::BrokerError;
-use crate::state::{Command, Published, Reader, Response, SubscriptionRecord, TopicRecord};
+use crate::state::{Command, Reader, Response, SubscriptionRecord, TopicRecord};
 
 pub use clock::now_ms;
 pub use delivery::Delivery;
@@ -62,8 +61,9 @@ struct Inner {
     live: live::LiveBus,
     dispatchers: Mutex<HashMap<SubscriptionName, (Pattern, mpsc::Sender<Input>)>>,
     next_id: AtomicU64,
-    /// This incarnation; ack tokens of earlier ones carry another.
-    epoch: u64,
+    /// This node's current term of leadership; ack tokens of earlier ones
+    /// (or of other nodes) carry another, since their leases are gone.
+    epoch: AtomicU64,
     /// Set once when the node stops; every task of the engine ends on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -76,6 +76,7 @@ impl Broker {
         reader: Reader,
         auto_create_topics: bool,
         applied: mpsc::Receiver<Vec<crate::state::Applied>>,
+        live_from_peers: mpsc::Receiver<Vec<Message>>,
     ) -> Self {
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -85,23 +86,13 @@ impl Broker {
                 live: live::LiveBus::default(),
                 dispatchers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
-                epoch: rand::random(),
+                epoch: AtomicU64::new(rand::random()),
                 stopping: tokio::sync::watch::Sender::new(false),
             }),
         };
-        let names: Vec<_> = broker
-            .inner
-            .reader
-            .machine()
-            .catalog()
-            .subscriptions
-            .keys()
-            .cloned()
-            .collect();
-        for name in names {
-            broker.spawn_dispatcher(&name);
-        }
         broker.spawn(router::run(broker.clone(), applied));
+        broker.spawn(leadership::follow(broker.clone()));
+        broker.spawn(leadership::receive_live(broker.clone(), live_from_peers));
         broker.spawn(broker.clone().sweep_forever());
         broker
     }
@@ -149,116 +140,6 @@ impl Broker {
                 tracing::debug!("sweep: {e}");
             }
         }
-    }
-
-    /// Publishes a batch: at-most-once messages go straight to live
-    /// consumers; the others are ordered, stored and fsynced first.
-    pub async fn publish(&self, messages: Vec<NewMessage>) -> Vec<Result<Published, BrokerError>> {
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let mut results: Vec<Option<Result<Published, BrokerError>>> = vec![None; messages.len()];
-        let mut durable = Vec::new();
-        let mut positions = Vec::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            if message.delivery == DeliveryGuarantee::AtMostOnce {
-                results[index] = Some(self.publish_live(index, message, now));
-            } else {
-                positions.push(index);
-                durable.push(message);
-            }
-        }
-        if !durable.is_empty() {
-            let command = Command::Publish {
-                messages: durable,
-                auto_create: self.inner.auto_create_topics,
-                now_ms: now,
-            };
-            match self.inner.consensus.propose(command).await {
-                Ok(Response::Published(outcomes)) => {
-                    for (position, outcome) in positions.iter().zip(outcomes) {
-                        results[*position] = Some(outcome.map_err(|e| reindex(e, *position)));
-                    }
-                }
-                Ok(other) => {
-                    let e = BrokerError::Internal(format!("unexpected answer to publish: {other:?}"));
-                    positions.iter().for_each(|p| results[*p] = Some(Err(e.clone())));
-                }
-                Err(e) => positions.iter().for_each(|p| results[*p] = Some(Err(e.clone()))),
-            }
-            metrics::histogram!(crate::metrics::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
-        }
-        let results: Vec<_> = results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("lost result".into()))))
-            .collect();
-        for result in &results {
-            match result {
-                Ok(p) if p.duplicate => metrics::counter!(crate::metrics::DUPLICATES).increment(1),
-                Ok(_) => metrics::counter!(crate::metrics::PUBLISHED).increment(1),
-                Err(_) => {}
-            }
-        }
-        results
-    }
-
-    fn publish_live(&self, index: usize, message: NewMessage, now: u64) -> Result<Published, BrokerError> {
-        if message.delay_ms > 0 {
-            return Err(BrokerError::Invalid(crate::domain::ValidationError::new(
-                format!("messages[{index}].delay_ms"),
-                "an at-most-once message is delivered now or never; a delay needs at-least-once",
-            )));
-        }
-        let limit = {
-            let catalog = self.inner.reader.machine().catalog();
-            match catalog.topics.get(&message.topic) {
-                Some(topic) => topic.settings.max_message_bytes,
-                None if self.inner.auto_create_topics => TopicSettings::default().max_message_bytes,
-                None => {
-                    return Err(BrokerError::NotFound(format!(
-                        "messages[{index}].topic: topic {} does not exist and auto_create_topics is off",
-                        message.topic
-                    )));
-                }
-            }
-        };
-        if message.payload.len() as u64 > limit {
-            return Err(BrokerError::ResourceExhausted(format!(
-                "messages[{index}].payload: {} bytes exceed the topic's limit of {limit} bytes",
-                message.payload.len()
-            )));
-        }
-        let stored = Message {
-            id: message.id.clone(),
-            topic: message.topic.clone(),
-            sequence: 0,
-            payload: message.payload,
-            headers: message.headers,
-            priority: message.priority,
-            publish_time_ms: now,
-            expires_at_ms: message.ttl_ms.map(|ttl| now.saturating_add(ttl)),
-            not_before_ms: now,
-            delivery: DeliveryGuarantee::AtMostOnce,
-        };
-        let delivery = Delivery {
-            message: Arc::new(stored),
-            attempt: 1,
-            ack_token: None,
-            delivery: DeliveryGuarantee::AtMostOnce,
-        };
-        self.inner.live.offer(&delivery);
-        let shared = Arc::new(delivery);
-        for (_, (pattern, inbox)) in self.inner.dispatchers.lock().expect("dispatchers lock").iter() {
-            if pattern.matches(&message.topic) {
-                let _ = inbox.try_send(Input::Live(shared.clone()));
-            }
-        }
-        Ok(Published {
-            id: message.id,
-            topic: message.topic,
-            sequence: 0,
-            duplicate: false,
-            publish_time_ms: now,
-        })
     }
 
     pub async fn create_topic(
@@ -411,9 +292,7 @@ impl Broker {
 
     /// Attaches a consumer to a durable subscription.
     pub async fn attach(&self, name: &SubscriptionName, credit: u32) -> Result<Attachment, BrokerError> {
-        let inbox = self.inbox(name).ok_or_else(|| {
-            BrokerError::NotFound(format!("start.subscription: subscription {name} does not exist"))
-        })?;
+        let inbox = self.inbox_or_redirect(name, "start.subscription")?;
         let (tx, deliveries) = mpsc::channel(CONSUMER_BUFFER_BATCHES);
         let consumer = self.next_id();
         inbox
@@ -443,34 +322,70 @@ impl Broker {
         self.inner.live.remove(id);
     }
 
+    /// When this node does not lead, the error that sends a client to the leader.
+    pub fn redirect(&self) -> Option<BrokerError> {
+        (!self.inner.consensus.is_leader()).then(|| BrokerError::NotLeader {
+            leader: self.inner.consensus.leader_info().map(|l| l.address),
+        })
+    }
+
+    /// The inbox of a subscription's dispatcher; when this node does not
+    /// lead, an error that sends the client to the leader.
+    fn inbox_or_redirect(
+        &self,
+        name: &SubscriptionName,
+        field: &str,
+    ) -> Result<mpsc::Sender<Input>, BrokerError> {
+        if let Some(inbox) = self.inbox(name) {
+            return Ok(inbox);
+        }
+        let exists = self
+            .inner
+            .reader
+            .machine()
+            .catalog()
+            .subscriptions
+            .contains_key(name);
+        if exists {
+            if let Some(redirect) = self.redirect() {
+                return Err(redirect);
+            }
+            // Leading, but the dispatcher is not started yet (leadership
+            // came a moment ago): start it now rather than refuse.
+            self.spawn_dispatcher(name);
+            if let Some(inbox) = self.inbox(name) {
+                return Ok(inbox);
+            }
+        }
+        Err(BrokerError::NotFound(format!(
+            "{field}: subscription {name} does not exist"
+        )))
+    }
+
+    /// Starts the dispatcher of `name` if this node leads and it has none yet.
     fn spawn_dispatcher(&self, name: &SubscriptionName) {
+        if !self.inner.consensus.is_leader() {
+            return;
+        }
         let settings = match self.inner.reader.machine().catalog().subscriptions.get(name) {
             Some(record) => record.settings.clone(),
             None => return,
         };
         let (tx, rx) = mpsc::channel(dispatcher::DISPATCHER_INBOX);
-        self.inner
-            .dispatchers
-            .lock()
-            .expect("dispatchers lock")
-            .insert(name.clone(), (settings.pattern.clone(), tx));
+        {
+            let mut dispatchers = self.inner.dispatchers.lock().expect("dispatchers lock");
+            if dispatchers.contains_key(name) {
+                return;
+            }
+            dispatchers.insert(name.clone(), (settings.pattern.clone(), tx));
+        }
         self.spawn(dispatcher::Dispatcher::run(
             name.clone(),
             settings,
             self.inner.reader.clone(),
             self.inner.consensus.clone(),
-            self.inner.epoch,
+            self.inner.epoch.load(Ordering::Relaxed),
             rx,
         ));
     }
-}
-
-/// Batch results name the message by its place in the caller's request.
-fn reindex(mut error: crate::state::CommandError, position: usize) -> BrokerError {
-    if let Some(rest) = error.field.strip_prefix("messages[")
-        && let Some(end) = rest.find(']')
-    {
-        error.field = format!("messages[{position}]{}", &rest[end + 1..]);
-    }
-    error.into()
 }

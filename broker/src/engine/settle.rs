@@ -66,13 +66,8 @@ impl Broker {
     /// Checks a token against its lease. Tokens of an earlier incarnation
     /// have no lease to check: their acks are committed as they are.
     async fn settle_one(&self, token: &AckToken, settle: Settle) -> Result<Option<Lease>, BrokerError> {
-        let inbox = self.inbox(&token.subscription).ok_or_else(|| {
-            BrokerError::NotFound(format!(
-                "ack_token: subscription {} does not exist",
-                token.subscription
-            ))
-        })?;
-        if token.epoch != self.inner.epoch {
+        let inbox = self.inbox_or_redirect(&token.subscription, "ack_token")?;
+        if token.epoch != self.inner.epoch.load(std::sync::atomic::Ordering::Relaxed) {
             return match settle {
                 Settle::Ack => Ok(None),
                 _ => Err(BrokerError::FailedPrecondition(

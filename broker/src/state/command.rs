@@ -53,6 +53,21 @@ pub enum Command {
     Sweep {
         now_ms: u64,
     },
+    /// Something happened to the cluster; recorded in `$cluster.events`.
+    Cluster {
+        event: ClusterEvent,
+        now_ms: u64,
+    },
+}
+
+/// A change in the cluster that users can watch on `$cluster.events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterEvent {
+    NodeJoined { node: u64, address: String },
+    NodeLeft { node: u64 },
+    NodeDown { node: u64 },
+    NodeUp { node: u64 },
+    LeaderChanged { node: u64, term: u64 },
 }
 
 /// Why a command (or one item of it) was refused. Deterministic: every
@@ -119,6 +134,8 @@ pub enum Response {
     /// Whether this call dead-lettered the message (false: it was already settled).
     DeadLettered(bool),
     Swept,
+    /// A cluster event was recorded.
+    Recorded,
     /// Raft's own entries (blank, membership) answer nothing.
     Empty,
 }

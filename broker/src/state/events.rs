@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::domain::{DeliveryGuarantee, Headers, MessageId, NewMessage, Priority, TopicName, TopicSettings};
 use crate::storage::StorageError;
 
+use super::command::ClusterEvent;
 use super::machine::Applier;
 
 /// How long `$cluster.events` keeps events, in milliseconds.
@@ -35,6 +36,38 @@ pub enum Event<'a> {
         sequence: u64,
         reason: &'a str,
     },
+    NodeJoined {
+        node: u64,
+        address: &'a str,
+    },
+    NodeLeft {
+        node: u64,
+    },
+    NodeDown {
+        node: u64,
+    },
+    NodeUp {
+        node: u64,
+    },
+    LeaderChanged {
+        node: u64,
+        term: u64,
+    },
+}
+
+impl<'a> From<&'a ClusterEvent> for Event<'a> {
+    fn from(event: &'a ClusterEvent) -> Self {
+        match event {
+            ClusterEvent::NodeJoined { node, address } => Event::NodeJoined { node: *node, address },
+            ClusterEvent::NodeLeft { node } => Event::NodeLeft { node: *node },
+            ClusterEvent::NodeDown { node } => Event::NodeDown { node: *node },
+            ClusterEvent::NodeUp { node } => Event::NodeUp { node: *node },
+            ClusterEvent::LeaderChanged { node, term } => Event::LeaderChanged {
+                node: *node,
+                term: *term,
+            },
+        }
+    }
 }
 
 impl Event<'_> {
@@ -45,6 +78,11 @@ impl Event<'_> {
             Event::SubscriptionCreated { .. } => "subscription_created",
             Event::SubscriptionDeleted { .. } => "subscription_deleted",
             Event::MessageDropped { .. } => "message_dropped",
+            Event::NodeJoined { .. } => "node_joined",
+            Event::NodeLeft { .. } => "node_left",
+            Event::NodeDown { .. } => "node_down",
+            Event::NodeUp { .. } => "node_up",
+            Event::LeaderChanged { .. } => "leader_changed",
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::storage::{StorageError, Store};
 
 use super::catalog::Catalog;
 use super::command::{Applied, Command, Response};
+use super::events::Event;
 use super::txn::Txn;
 
 /// The state machine: storage plus the catalog of topics and subscriptions.
@@ -133,6 +134,10 @@ impl Applier<'_, '_> {
             Command::Sweep { now_ms } => {
                 self.sweep(*now_ms)?;
                 Ok(Response::Swept)
+            }
+            Command::Cluster { event, now_ms } => {
+                self.append_event(Event::from(event), *now_ms)?;
+                Ok(Response::Recorded)
             }
         }
     }

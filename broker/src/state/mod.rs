@@ -16,7 +16,7 @@ mod topics;
 mod txn;
 
 pub use catalog::Catalog;
-pub use command::{Applied, Command, CommandError, Published, Refusal, Response, StoredRef};
+pub use command::{Applied, ClusterEvent, Command, CommandError, Published, Refusal, Response, StoredRef};
 pub use machine::StateMachine;
 pub use reads::{PendingMessage, Reader};
 pub use records::{DedupRecord, SubscriptionRecord, TopicRecord};

@@ -1,0 +1,78 @@
+//! Answers what peers ask this node: Raft RPCs for its groups, commands
+//! forwarded to it as leader, live messages, formation and membership.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::domain::Message;
+
+use super::Consensus;
+use super::transport::{HelloReply, Mesh, PeerReply, PeerRequest, RaftReply, RaftRpc};
+use super::types::Vote;
+
+/// Live batches from peers waiting for the engine; when full, more are
+/// dropped, as at-most-once allows.
+pub const LIVE_INBOX_BATCHES: usize = 1024;
+
+/// This node's side of every peer conversation.
+pub struct PeerHandler {
+    consensus: Consensus,
+    live: mpsc::Sender<Vec<Message>>,
+}
+
+impl PeerHandler {
+    pub fn new(consensus: Consensus, live: mpsc::Sender<Vec<Message>>) -> Arc<Self> {
+        Arc::new(Self { consensus, live })
+    }
+
+    pub async fn handle(&self, request: PeerRequest) -> PeerReply {
+        match request {
+            PeerRequest::Raft { rpc, .. } => PeerReply::Raft(self.raft(rpc).await),
+            PeerRequest::Forward { command, .. } => {
+                PeerReply::Forward(self.consensus.propose_here(command).await)
+            }
+            PeerRequest::Live(messages) => {
+                if self.live.try_send(messages).is_err() {
+                    metrics::counter!(crate::metrics::LIVE_DROPPED).increment(1);
+                }
+                PeerReply::Live
+            }
+            PeerRequest::Hello(_) => PeerReply::Hello(HelloReply {
+                node: self.consensus.me().clone(),
+                initialized: self.consensus.is_initialized().await,
+                leader: self.consensus.leader_info(),
+            }),
+            PeerRequest::Membership(change) => {
+                PeerReply::Membership(self.consensus.change_membership(change).await)
+            }
+            PeerRequest::Status => PeerReply::Status(Box::new(self.consensus.local_status())),
+        }
+    }
+
+    async fn raft(&self, rpc: RaftRpc) -> RaftReply {
+        let raft = self.consensus.raft();
+        let mesh = self.consensus.mesh();
+        match rpc {
+            RaftRpc::Append(request) => {
+                heard(mesh, &request.vote);
+                RaftReply::Append(raft.append_entries(request).await)
+            }
+            RaftRpc::Vote(request) => {
+                heard(mesh, &request.vote);
+                RaftReply::Vote(raft.vote(request).await)
+            }
+            RaftRpc::Snapshot(request) => {
+                heard(mesh, &request.vote);
+                RaftReply::Snapshot(raft.install_snapshot(request).await)
+            }
+        }
+    }
+}
+
+/// A Raft RPC carries its sender's vote: the node it names just spoke.
+fn heard(mesh: &Mesh, vote: &Vote) {
+    if let Some(node) = vote.leader_id().voted_for() {
+        mesh.heard_from(node);
+    }
+}

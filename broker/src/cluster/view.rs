@@ -1,0 +1,131 @@
+//! Reading openraft's metrics: whether this node leads, and the cluster
+//! view that `Status` answers with.
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use super::status::{ClusterView, GroupView, NodeView, Role};
+use super::transport::{PEER_CALL_TIMEOUT_MS, PeerReply, PeerRequest};
+use super::types::{NodeId, Raft};
+use super::{Consensus, MAIN_GROUP};
+
+/// A watch that is true while `me` leads; it follows openraft's metrics
+/// until the Raft node shuts down.
+pub fn watch_leadership(raft: &Raft, me: NodeId) -> watch::Receiver<bool> {
+    let mut metrics = raft.metrics();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let leading = {
+                let m = metrics.borrow_and_update();
+                m.state == ServerState::Leader && m.current_leader == Some(me)
+            };
+            tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
+            if metrics.changed().await.is_err() {
+                tx.send_replace(false);
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl Consensus {
+    /// How long a member may stay silent before it counts as down.
+    pub(super) fn silence_limit(&self) -> Duration {
+        Duration::from_millis(self.options().election_timeout_ms * 2)
+    }
+
+    /// This node's own view, without asking the leader.
+    pub fn local_status(&self) -> ClusterView {
+        let metrics = self.raft().metrics().borrow().clone();
+        let me = self.node_id();
+        let limit = self.silence_limit();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let leading = metrics.state == ServerState::Leader;
+        let quorum = if leading {
+            metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= limit.as_millis() as u64)
+        } else {
+            metrics
+                .current_leader
+                .and_then(|leader| self.mesh().heard_ago(leader))
+                .is_some_and(|ago| ago <= limit)
+        };
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| {
+                let heard = if *id == me {
+                    Some(Duration::ZERO)
+                } else {
+                    self.mesh().heard_ago(*id)
+                };
+                let role = if metrics.current_leader == Some(*id) {
+                    Role::Leader
+                } else if !voters.contains(id) {
+                    Role::Learner
+                } else if *id == me && metrics.state == ServerState::Candidate {
+                    Role::Candidate
+                } else {
+                    Role::Follower
+                };
+                NodeView {
+                    id: *id,
+                    address: node.addr.clone(),
+                    up: heard.is_some_and(|ago| ago <= limit),
+                    role,
+                    heard_ago_ms: heard.map(|ago| ago.as_millis() as u64),
+                }
+            })
+            .collect();
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let lag = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .values()
+                    .map(|matched| last_log_index.saturating_sub(matched.map_or(0, |m| m.index)))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let group = GroupView {
+            name: format!("main-{MAIN_GROUP}"),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            replicas: voters,
+            lag,
+            last_log_index,
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+        };
+        ClusterView {
+            node_id: me,
+            quorum,
+            nodes,
+            groups: vec![group],
+        }
+    }
+
+    /// The cluster as this node sees it; a follower takes the node table
+    /// from the leader, which hears from every member.
+    pub async fn status(&self) -> ClusterView {
+        let local = self.local_status();
+        let Some(leader) = self.leader_info().filter(|l| l.id != self.node_id()) else {
+            return local;
+        };
+        let timeout = Duration::from_millis(PEER_CALL_TIMEOUT_MS);
+        match self
+            .mesh()
+            .call(&leader.address, PeerRequest::Status, timeout)
+            .await
+        {
+            Ok(PeerReply::Status(view)) => local.with_leader_nodes(*view),
+            _ => local,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `TestCluster`: several broker nodes in this process, on real gRPC
+//! sockets (or the in-process transport), with links that can be cut and
+//! slowed between chosen nodes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hermod_broker::cluster::{ClusterView, Faults, LocalNetwork, Role};
+use hermod_broker::config::Config;
+use hermod_broker::server::{Node, PeerLinks};
+
+use crate::free_port;
+
+/// Heartbeat of test clusters: short, so failover tests run in seconds, yet
+/// several times the scheduling hiccups of a loaded 2-core machine.
+pub const TEST_HEARTBEAT_MS: u64 = 100;
+pub const TEST_ELECTION_TIMEOUT_MS: u64 = 600;
+/// How long a test waits for the cluster to reach a wanted state.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the nodes of a new test cluster find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formation {
+    /// Every node starts with every address and `--expect-nodes N`.
+    Expect,
+    /// The first node starts alone; the others `--join` it.
+    Join,
+}
+
+/// Which transport carries Raft and forwarding between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    Grpc,
+    InProcess,
+}
+
+/// One node of a test cluster; `node` is `None` while it is stopped.
+pub struct Member {
+    pub node: Option<Node>,
+    pub dir: PathBuf,
+    /// The advertised gRPC address, `127.0.0.1:port`, stable across restarts.
+    pub address: String,
+    seeds: Vec<String>,
+    expect_nodes: u32,
+}
+
+/// Several nodes of one cluster in this process.
+pub struct TestCluster {
+    pub members: Vec<Member>,
+    pub faults: Faults,
+    local: Option<LocalNetwork>,
+    _temp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `size` nodes that form one cluster over gRPC, and waits for a leader.
+    pub async fn start(size: usize) -> anyhow::Result<Self> {
+        Self::start_with(size, Formation::Expect, Links::Grpc).await
+    }
+
+    pub async fn start_with(size: usize, formation: Formation, links: Links) -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let addresses: Vec<String> = (0..size).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut cluster = Self {
+            members: Vec::new(),
+            faults: Faults::default(),
+            local: (links == Links::InProcess).then(LocalNetwork::default),
+            _temp: temp,
+        };
+        for (index, address) in addresses.iter().enumerate() {
+            let (seeds, expect_nodes) = match formation {
+                Formation::Expect => (addresses.clone(), size as u32),
+                Formation::Join if index == 0 => (Vec::new(), 1),
+                Formation::Join => (vec![addresses[0].clone()], 1),
+            };
+            let dir = cluster._temp.path().join(format!("node-{index}"));
+            cluster.members.push(Member {
+                node: None,
+                dir,
+                address: address.clone(),
+                seeds,
+                expect_nodes,
+            });
+        }
+        for index in 0..size {
+            cluster.start_member(index).await?;
+        }
+        cluster.wait_for(|views| all_agree(views, size)).await?;
+        Ok(cluster)
+    }
+
+    /// Adds a node that joins through the first node's address; returns its index.
+    pub async fn add_node(&mut self) -> anyhow::Result<usize> {
+        let index = self.members.len();
+        let dir = self._temp.path().join(format!("node-{index}"));
+        self.members.push(Member {
+            node: None,
+            dir,
+            address: format!("127.0.0.1:{}", free_port()),
+            seeds: vec![self.members[0].address.clone()],
+            expect_nodes: 1,
+        });
+        self.start_member(index).await?;
+        Ok(index)
+    }
+
+    async fn start_member(&mut self, index: usize) -> anyhow::Result<()> {
+        let member = &self.members[index];
+        let mut config = Config::with_data_dir(&member.dir);
+        config.listen = member.address.parse()?;
+        config.admin_listen = "127.0.0.1:0".parse()?;
+        config.cluster.seeds = member.seeds.clone();
+        config.cluster.expect_nodes = member.expect_nodes;
+        config.cluster.heartbeat_interval_ms = TEST_HEARTBEAT_MS;
+        config.cluster.election_timeout_ms = TEST_ELECTION_TIMEOUT_MS;
+        let links = PeerLinks {
+            local: self.local.clone(),
+            faults: self.faults.clone(),
+        };
+        let node = Node::start_with(config, links).await?;
+        self.members[index].node = Some(node);
+        Ok(())
+    }
+
+    /// Stops node `index` cleanly (its data stays).
+    pub async fn stop(&mut self, index: usize) {
+        if let Some(node) = self.members[index].node.take() {
+            node.stop().await;
+        }
+    }
+
+    /// Starts a stopped node again on its data and address.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.stop(index).await;
+        self.start_member(index).await
+    }
+
+    pub fn node(&self, index: usize) -> &Node {
+        self.members[index].node.as_ref().expect("the node is running")
+    }
+
+    /// The gRPC endpoint of node `index`, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self, index: usize) -> String {
+        format!("http://{}", self.members[index].address)
+    }
+
+    /// Every running node's own view, by index.
+    pub fn views(&self) -> Vec<(usize, ClusterView)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.node.as_ref().map(|n| (i, n.broker.consensus().local_status())))
+            .collect()
+    }
+
+    /// The index of the running node that leads, if exactly one claims to.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.node.as_ref().is_some_and(|n| n.broker.consensus().is_leader()))
+            .map(|(i, _)| i)
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Cuts every link between node `index` and the others.
+    pub fn isolate(&self, index: usize) {
+        for (other, member) in self.members.iter().enumerate() {
+            if other != index {
+                self.faults
+                    .partition(&self.members[index].address, &member.address);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.faults.heal();
+    }
+
+    /// Waits until `check` holds for the running nodes' views, polling on a
+    /// short tick, for at most [`SETTLE_TIMEOUT`].
+    pub async fn wait_for(&self, check: impl Fn(&[(usize, ClusterView)]) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let views = self.views();
+            if check(&views) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the cluster did not settle within {SETTLE_TIMEOUT:?}: {views:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until one running node leads with a quorum, and returns its index.
+    pub async fn wait_for_leader(&self) -> anyhow::Result<usize> {
+        self.wait_for(|views| {
+            views.iter().any(|(_, v)| {
+                v.quorum
+                    && v.nodes
+                        .iter()
+                        .any(|n| n.id == v.node_id && n.role == Role::Leader)
+            })
+        })
+        .await?;
+        self.leader()
+            .ok_or_else(|| anyhow::anyhow!("two nodes claim to lead"))
+    }
+
+    /// Waits until every running node has applied the leader's last entry.
+    pub async fn wait_caught_up(&self) -> anyhow::Result<()> {
+        self.wait_for(|views| {
+            let applied: Vec<u64> = views.iter().map(|(_, v)| v.groups[0].applied_index).collect();
+            let last = views
+                .iter()
+                .map(|(_, v)| v.groups[0].last_log_index)
+                .max()
+                .unwrap_or(0);
+            applied.iter().all(|a| *a == last)
+        })
+        .await
+    }
+}
+
+/// True when `size` running nodes agree on one leader with a quorum and
+/// every one of them is a voter.
+pub fn all_agree(views: &[(usize, ClusterView)], size: usize) -> bool {
+    if views.len() < size {
+        return false;
+    }
+    let leaders: Vec<Option<u64>> = views.iter().map(|(_, v)| v.groups[0].leader).collect();
+    leaders[0].is_some()
+        && leaders.iter().all(|l| *l == leaders[0])
+        && views
+            .iter()
+            .all(|(_, v)| v.quorum && v.groups[0].replicas.len() == size)
+}

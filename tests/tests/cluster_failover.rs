@@ -1,0 +1,161 @@
+//! Faults in an in-process cluster: the leader stops, a leader is cut off
+//! in a minority, links heal. No acknowledged message is lost, a minority
+//! never acknowledges a write, and there is never more than one leader.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hermod_client::{
+    Client, ClientOptions, Delivery, OutgoingMessage, RetryPolicy, SubscribeOptions, SubscriptionConfig,
+};
+use hermod_tests::cluster::{TestCluster, all_agree};
+
+async fn client_of(cluster: &TestCluster, nodes: &[usize]) -> anyhow::Result<Client> {
+    let endpoints: Vec<String> = nodes.iter().map(|i| cluster.endpoint(*i)).collect();
+    let options = ClientOptions::new()
+        .endpoints(endpoints)
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(15))
+        .retry_policy(RetryPolicy::new(
+            60,
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ));
+    Ok(Client::connect(options).await?)
+}
+
+fn message(id: &str) -> OutgoingMessage {
+    OutgoingMessage::new("jobs.t", id.to_string())
+        .id(id.to_string())
+        .delivery(Delivery::ExactlyOnce)
+}
+
+/// Exactly-once, with a short ack deadline: after a leader change, unacked
+/// messages wait out one deadline before they are redelivered.
+fn jobs_subscription() -> SubscriptionConfig {
+    SubscriptionConfig::new("jobs.>")
+        .delivery(Delivery::ExactlyOnce)
+        .ack_deadline(Duration::from_secs(2))
+}
+
+async fn consume_all(client: &Client, expected: &BTreeSet<String>) -> anyhow::Result<()> {
+    let mut subscriber = client.subscribe(SubscribeOptions::subscription("jobs")).await?;
+    let mut got = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < expected.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left, subscriber.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {} arrived", got.len(), expected.len()))?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+        assert!(
+            got.insert(next.id.clone()),
+            "{} delivered twice after confirmed acks",
+            next.id
+        );
+        next.ack_confirmed().await?;
+    }
+    assert_eq!(&got, expected, "every acknowledged publish is delivered");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_takes_over_when_the_leader_stops_and_nothing_acknowledged_is_lost() -> anyhow::Result<()>
+{
+    let mut cluster = TestCluster::start(3).await?;
+    let old = cluster.wait_for_leader().await?;
+    let client = client_of(&cluster, &[0, 1, 2]).await?;
+    client.create_subscription("jobs", jobs_subscription()).await?;
+    let mut acknowledged = BTreeSet::new();
+    for n in 0..10 {
+        let id = format!("before-{n}");
+        client.publish(message(&id)).await?;
+        acknowledged.insert(id);
+    }
+    cluster.stop(old).await;
+    let stopped_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let client = client_of(&cluster, &survivors).await?;
+    client.publish(message("after-0")).await?;
+    eprintln!(
+        "first publish after the leader stopped: {:?}",
+        stopped_at.elapsed()
+    );
+    acknowledged.insert("after-0".into());
+    let new = cluster.wait_for_leader().await?;
+    assert_ne!(new, old, "a surviving node leads");
+    for n in 1..10 {
+        let id = format!("after-{n}");
+        client.publish(message(&id)).await?;
+        acknowledged.insert(id);
+    }
+    consume_all(&client, &acknowledged).await?;
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(old).await?;
+    cluster.wait_for(|views| all_agree(views, 3)).await?;
+    cluster.wait_caught_up().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_in_a_minority_refuses_writes_while_the_majority_serves() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let old = cluster.wait_for_leader().await?;
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let old_id = cluster.node(old).broker.consensus().node_id();
+    cluster.isolate(old);
+    // The cut-off leader notices within two election timeouts that no
+    // majority answers it.
+    cluster
+        .wait_for(|views| views.iter().any(|(i, v)| *i == old && !v.quorum))
+        .await?;
+
+    // The cut-off leader must not acknowledge: it fails fast and retryably.
+    let lonely = Client::connect(
+        ClientOptions::new()
+            .endpoint(cluster.endpoint(old))
+            .request_timeout(Duration::from_secs(20))
+            .retry_policy(RetryPolicy::none()),
+    )
+    .await?;
+    let started = Instant::now();
+    let refused = lonely.publish(message("minority")).await;
+    let error = refused.expect_err("a minority must not acknowledge a write");
+    assert!(error.is_retryable(), "the refusal is retryable: {error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refusal came after {:?}",
+        started.elapsed()
+    );
+
+    // The majority elects a leader of its own and serves.
+    cluster
+        .wait_for(|views| {
+            views.iter().any(|(i, v)| {
+                majority.contains(i) && v.quorum && v.groups[0].leader.is_some_and(|l| l != old_id)
+            })
+        })
+        .await?;
+    let client = client_of(&cluster, &majority).await?;
+    client.create_subscription("jobs", jobs_subscription()).await?;
+    let mut acknowledged = BTreeSet::new();
+    for n in 0..10 {
+        let id = format!("majority-{n}");
+        client.publish(message(&id)).await?;
+        acknowledged.insert(id);
+    }
+
+    // Healed, the old leader follows and catches up; the minority write never appears.
+    cluster.heal();
+    cluster.wait_for(|views| all_agree(views, 3)).await?;
+    cluster.wait_caught_up().await?;
+    let leaders: BTreeSet<u64> = cluster
+        .views()
+        .iter()
+        .filter_map(|(_, v)| v.groups[0].leader)
+        .collect();
+    assert_eq!(leaders.len(), 1, "one leader after healing");
+    consume_all(&client, &acknowledged).await?;
+    Ok(())
+}
