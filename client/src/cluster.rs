@@ -116,9 +116,11 @@ impl Client {
             node_id: node_id.unwrap_or(0),
         };
         retry(self.retry_policy(), Idempotent, |_| {
-            self.attempt_on(cluster_stub, request, |mut stub, r| async move {
-                stub.leave(r).await
-            })
+            self.attempt_on(
+                cluster_stub,
+                request,
+                |mut stub, r| async move { stub.leave(r).await },
+            )
         })
         .await?;
         Ok(())

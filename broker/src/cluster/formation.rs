@@ -82,7 +82,7 @@ async fn try_round(consensus: &Consensus, round: u64) -> Option<Result<(), Broke
             return Some(initialize(consensus, fresh.into_values().collect()).await);
         }
     }
-    if round % ROUNDS_PER_LOG_LINE == 0 {
+    if round.is_multiple_of(ROUNDS_PER_LOG_LINE) {
         tracing::info!(
             "waiting for the cluster to form: {} of {expect} expected nodes seen",
             fresh.len()

@@ -2,6 +2,7 @@
 //! through consensus), the routing of applied changes to subscriptions, and
 //! settlement of deliveries. Protocol-free: `api/` speaks gRPC in front of it.
 
+mod batcher;
 mod clock;
 mod delivery;
 mod dispatcher;
@@ -58,6 +59,7 @@ struct Inner {
     consensus: Consensus,
     reader: Reader,
     auto_create_topics: bool,
+    batcher: batcher::Batcher,
     live: live::LiveBus,
     dispatchers: Mutex<HashMap<SubscriptionName, (Pattern, mpsc::Sender<Input>)>>,
     next_id: AtomicU64,
@@ -78,11 +80,13 @@ impl Broker {
         applied: mpsc::Receiver<Vec<crate::state::Applied>>,
         live_from_peers: mpsc::Receiver<Vec<Message>>,
     ) -> Self {
+        let (batcher, merging) = batcher::Batcher::start(consensus.clone(), auto_create_topics);
         let broker = Broker {
             inner: Arc::new(Inner {
                 consensus,
                 reader,
                 auto_create_topics,
+                batcher,
                 live: live::LiveBus::default(),
                 dispatchers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -90,6 +94,7 @@ impl Broker {
                 stopping: tokio::sync::watch::Sender::new(false),
             }),
         };
+        broker.spawn(merging);
         broker.spawn(router::run(broker.clone(), applied));
         broker.spawn(leadership::follow(broker.clone()));
         broker.spawn(leadership::receive_live(broker.clone(), live_from_peers));

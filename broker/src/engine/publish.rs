@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::domain::{DeliveryGuarantee, Message, NewMessage, TopicSettings};
 use crate::error::BrokerError;
-use crate::state::{Command, Published, Response};
+use crate::state::Published;
 
 use super::{Broker, Delivery, Input, now_ms};
 
@@ -30,20 +30,11 @@ impl Broker {
         // Listeners on the other nodes hear at-most-once messages too.
         self.inner.consensus.broadcast_live(live);
         if !durable.is_empty() {
-            let command = Command::Publish {
-                messages: durable,
-                auto_create: self.inner.auto_create_topics,
-                now_ms: now,
-            };
-            match self.inner.consensus.propose(command).await {
-                Ok(Response::Published(outcomes)) => {
+            match self.inner.batcher.publish(durable, now).await {
+                Ok(outcomes) => {
                     for (position, outcome) in positions.iter().zip(outcomes) {
                         results[*position] = Some(outcome.map_err(|e| reindex(e, *position)));
                     }
-                }
-                Ok(other) => {
-                    let e = BrokerError::Internal(format!("unexpected answer to publish: {other:?}"));
-                    positions.iter().for_each(|p| results[*p] = Some(Err(e.clone())));
                 }
                 Err(e) => positions.iter().for_each(|p| results[*p] = Some(Err(e.clone()))),
             }
