@@ -3,6 +3,7 @@
 //! in-process clusters (`cluster::TestCluster`).
 
 pub mod cluster;
+pub mod processes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,217 @@
+//! The command line of `hermod-bench`, and the settings each scenario runs with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use crate::scenario::ScenarioName;
+
+/// Duration of each measured run when neither `--duration` nor a suite says otherwise.
+const DEFAULT_DURATION_S: f64 = 10.0;
+/// Warm-up before each measured run when neither `--warmup` nor a suite says otherwise.
+const DEFAULT_WARMUP_S: f64 = 2.0;
+/// The quick suite's measured run and warm-up: eight runs stay well under five minutes.
+const QUICK_DURATION_S: f64 = 8.0;
+const QUICK_WARMUP_S: f64 = 2.0;
+
+/// Load generator for Hermod, with NATS as the peer in the same run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hermod-bench", version)]
+pub struct Options {
+    /// A scenario to run; repeat to run several, in the order given.
+    #[arg(long = "scenario", value_enum, value_name = "NAME")]
+    pub scenarios: Vec<ScenarioName>,
+
+    /// A named set of scenarios: `quick` runs every scenario briefly.
+    #[arg(long, value_enum)]
+    pub suite: Option<Suite>,
+
+    /// Run every scenario against this peer too, and report Hermod/peer ratios.
+    #[arg(long, value_enum)]
+    pub compare: Option<Peer>,
+
+    /// Write DIR/report.json here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Seconds measured per scenario and system (default 10; 8 in the quick suite).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Seconds of load before measuring starts (default 2).
+    #[arg(long, value_name = "SECS")]
+    pub warmup: Option<f64>,
+
+    /// Payload size in bytes; the first 8 carry the send time.
+    #[arg(long, value_name = "BYTES", default_value_t = 128)]
+    pub message_size: usize,
+
+    /// Publishes awaiting their ack per producer, and deliveries a consumer
+    /// may have outstanding (its prefetch).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub window: usize,
+
+    /// Target publish rate in messages per second, shared by the producers
+    /// (default: as fast as the window allows; 1000 in latency-1k).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+
+    /// Producer tasks, each with its own connection.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub producers: usize,
+
+    /// Consumer tasks, each with its own connection: subscribers in a
+    /// fan-out scenario, consumers sharing the durable subscription otherwise
+    /// (default 1; publish-only scenarios have none).
+    #[arg(long, value_name = "N")]
+    pub consumers: Option<usize>,
+
+    /// The `hermod` binary (default: `hermod` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub hermod_bin: Option<PathBuf>,
+
+    /// The `nats-server` binary.
+    #[arg(long, value_name = "PATH", default_value = "nats-server")]
+    pub nats_bin: PathBuf,
+}
+
+/// A named set of scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Every scenario, with short runs.
+    Quick,
+}
+
+/// A system to compare Hermod with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    /// nats-server: core NATS for at-most-once, JetStream (file storage, R1) for the durable scenarios.
+    Nats,
+}
+
+/// What every scenario of one invocation shares, resolved from the options.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    #[serde(serialize_with = "seconds")]
+    pub warmup: Duration,
+    pub message_size: usize,
+    pub window: usize,
+    pub rate: Option<f64>,
+    pub producers: usize,
+}
+
+fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(value.as_secs_f64())
+}
+
+impl Options {
+    /// The scenarios to run: those named, then the suite's (without repeats).
+    pub fn selected(&self) -> anyhow::Result<Vec<ScenarioName>> {
+        let mut names = self.scenarios.clone();
+        if self.suite == Some(Suite::Quick) {
+            names.extend(ScenarioName::ALL);
+        }
+        let mut seen = Vec::new();
+        names.retain(|name| {
+            let first = !seen.contains(name);
+            seen.push(*name);
+            first
+        });
+        anyhow::ensure!(!names.is_empty(), "name a --scenario or a --suite");
+        Ok(names)
+    }
+
+    /// The shared settings, checked.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let quick = self.suite == Some(Suite::Quick);
+        let duration = self.duration.unwrap_or(if quick {
+            QUICK_DURATION_S
+        } else {
+            DEFAULT_DURATION_S
+        });
+        let warmup = self
+            .warmup
+            .unwrap_or(if quick { QUICK_WARMUP_S } else { DEFAULT_WARMUP_S });
+        anyhow::ensure!(
+            duration.is_finite() && duration > 0.0 && duration <= 3600.0,
+            "--duration: {duration} is not between 0 and 3600 seconds"
+        );
+        anyhow::ensure!(
+            warmup.is_finite() && (0.0..=600.0).contains(&warmup),
+            "--warmup: {warmup} is not between 0 and 600 seconds"
+        );
+        anyhow::ensure!(
+            (8..=1024 * 1024).contains(&self.message_size),
+            "--message-size: {} is not between 8 bytes (the send time) and 1 MiB",
+            self.message_size
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.window),
+            "--window: {} is not between 1 and 100000",
+            self.window
+        );
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate: {rate} is not a positive number of messages per second"
+            );
+        }
+        anyhow::ensure!(
+            (1..=64).contains(&self.producers),
+            "--producers: {} is not between 1 and 64",
+            self.producers
+        );
+        if let Some(consumers) = self.consumers {
+            anyhow::ensure!(
+                (1..=64).contains(&consumers),
+                "--consumers: {consumers} is not between 1 and 64"
+            );
+        }
+        Ok(Settings {
+            duration: Duration::from_secs_f64(duration),
+            warmup: Duration::from_secs_f64(warmup),
+            message_size: self.message_size,
+            window: self.window,
+            rate: self.rate,
+            producers: self.producers,
+        })
+    }
+
+    /// The `hermod` binary to start.
+    pub fn hermod_binary(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.hermod_bin {
+            return Ok(path.clone());
+        }
+        let exe = std::env::current_exe()?;
+        Ok(exe.with_file_name("hermod"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quick_suite_selects_every_scenario_once() {
+        let options = Options::parse_from(["hermod-bench", "--scenario", "latency-1k", "--suite", "quick"]);
+        let names = options.selected().expect("selected");
+        assert_eq!(names.len(), ScenarioName::ALL.len());
+        assert_eq!(names[0], ScenarioName::Latency1k);
+        let settings = options.settings().expect("settings");
+        assert_eq!(settings.duration, Duration::from_secs_f64(QUICK_DURATION_S));
+    }
+
+    #[test]
+    fn bad_settings_name_their_option() {
+        let options = Options::parse_from(["hermod-bench", "--scenario", "alo-publish", "--window", "0"]);
+        let error = options.settings().unwrap_err().to_string();
+        assert!(error.starts_with("--window"), "{error}");
+        let none = Options::parse_from(["hermod-bench"]);
+        assert!(none.selected().is_err());
+    }
+}
