@@ -165,6 +165,11 @@ pub fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    parse_http_response(&response)
+}
+
+/// The status code and body of a raw HTTP/1.1 response.
+pub fn parse_http_response(response: &str) -> anyhow::Result<(u16, String)> {
     let code = response
         .split_whitespace()
         .nth(1)

@@ -423,14 +423,5 @@ pub async fn http_get(port: u16, path: &str, timeout: Duration) -> anyhow::Resul
     let response = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| anyhow::anyhow!("GET {path} on port {port}: no answer within {timeout:?}"))??;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    crate::parse_http_response(&response)
 }
