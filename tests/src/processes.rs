@@ -367,18 +367,6 @@ impl ClusterProcesses {
             Err(e) => format!("(no log: {e})"),
         }
     }
-
-    /// Lines of node `index`'s log that contain `needle`.
-    pub fn log_lines_with(&self, index: usize, needle: &str) -> Vec<String> {
-        std::fs::read_to_string(&self.nodes[index].log_path)
-            .map(|text| {
-                text.lines()
-                    .filter(|l| l.contains(needle))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 impl Drop for ClusterProcesses {
