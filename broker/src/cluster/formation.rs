@@ -58,8 +58,10 @@ pub async fn form(consensus: &Consensus, mut stop: watch::Receiver<bool>) -> Res
 /// when enough fresh nodes answered. `None` means "try again".
 async fn try_round(consensus: &Consensus, round: u64) -> Option<Result<(), BrokerError>> {
     let hellos = hello_all(consensus).await;
-    if consensus.is_initialized().await {
-        tracing::info!("this node was added to a cluster");
+    // Joined means a voter: a node added as a learner whose promotion
+    // failed (another membership change was in progress) asks again.
+    if consensus.is_initialized().await && consensus.voters().contains(&consensus.node_id()) {
+        tracing::info!("this node is a voter of the cluster");
         return Some(Ok(()));
     }
     if let Some(member) = hellos.iter().find(|h| h.initialized) {
