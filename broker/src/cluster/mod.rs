@@ -202,7 +202,8 @@ impl Consensus {
 
     /// The current leader and its address, if known.
     pub fn leader_info(&self) -> Option<NodeInfo> {
-        let metrics = self.raft().metrics().borrow().clone();
+        let watch = self.raft().metrics();
+        let metrics = watch.borrow();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?.clone();
         Some(NodeInfo {
@@ -213,7 +214,8 @@ impl Consensus {
 
     /// Every member of the cluster (voters and learners) but this node.
     pub fn peers(&self) -> Vec<NodeInfo> {
-        let metrics = self.raft().metrics().borrow().clone();
+        let watch = self.raft().metrics();
+        let metrics = watch.borrow();
         metrics
             .membership_config
             .membership()
@@ -278,7 +280,8 @@ impl Consensus {
     /// On a leader of several voters, how long a majority has been silent,
     /// when that is longer than an election takes.
     fn quorum_silence(&self) -> Option<u64> {
-        let metrics = self.raft().metrics().borrow().clone();
+        let watch = self.raft().metrics();
+        let metrics = watch.borrow();
         if metrics.state != ServerState::Leader
             || metrics.membership_config.membership().voter_ids().count() < 2
         {
@@ -313,8 +316,11 @@ impl Consensus {
     /// Sends at-most-once messages to every other member, for their live
     /// listeners and (on the leader) durable subscriptions. Best effort.
     pub fn broadcast_live(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
         let peers = self.peers();
-        if peers.is_empty() || messages.is_empty() {
+        if peers.is_empty() {
             return;
         }
         let messages = Arc::new(messages);
