@@ -135,13 +135,19 @@ impl Broker {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(SWEEP_INTERVAL_MS));
         loop {
             ticker.tick().await;
-            if self.inner.consensus.is_leader()
-                && let Err(e) = self
-                    .inner
-                    .consensus
-                    .propose(Command::Sweep { now_ms: now_ms() })
-                    .await
-            {
+            let now = now_ms();
+            if !self.inner.consensus.is_leader() {
+                continue;
+            }
+            match self.inner.reader.sweep_due(now) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!("sweep: cannot tell whether anything expired: {e}");
+                    continue;
+                }
+            }
+            if let Err(e) = self.inner.consensus.propose(Command::Sweep { now_ms: now }).await {
                 tracing::debug!("sweep: {e}");
             }
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Message, MessageKey, Priority, Sequence, SubscriptionName, TopicName};
+use crate::domain::{Message, MessageKey, Priority, RetentionPolicy, Sequence, SubscriptionName, TopicName};
 use crate::storage::{Cf, StorageError, Store, decode, keys};
 
 use super::catalog::cursor_key;
@@ -46,6 +46,48 @@ impl Reader {
             .store()
             .get(Cf::Messages, &keys::message(key.topic.as_str(), key.sequence))?;
         bytes.map(|b| decode(Cf::Messages, &b)).transpose()
+    }
+
+    /// Whether a sweep at `now_ms` would find work: a dedup entry past its
+    /// window, a topic whose oldest message is past its age, or an interest
+    /// topic holding messages. The leader skips a sweep that would change
+    /// nothing, so an idle cluster writes nothing.
+    pub fn sweep_due(&self, now_ms: u64) -> Result<bool, StorageError> {
+        let window_ended = (now_ms + 1).to_be_bytes();
+        if !self
+            .store()
+            .scan(Cf::DedupExpiry, &[], &window_ended, 1)?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+        // Copied out, so applying is not held up by these reads.
+        let heads: Vec<(MessageKey, u64, bool)> = self
+            .machine
+            .catalog()
+            .topics
+            .values()
+            .filter(|t| t.first_sequence < t.next_sequence)
+            .map(|t| {
+                let key = MessageKey {
+                    topic: t.name.clone(),
+                    sequence: t.first_sequence,
+                };
+                let interest = t.settings.retention == RetentionPolicy::Interest;
+                (key, t.settings.max_age_ms, interest)
+            })
+            .collect();
+        for (key, max_age_ms, interest) in heads {
+            if interest {
+                return Ok(true);
+            }
+            match self.message(&key)? {
+                Some(oldest) if oldest.publish_time_ms.saturating_add(max_age_ms) > now_ms => {}
+                // Too old, or a hole the sweep steps over.
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     pub fn is_acked(&self, subscription: &SubscriptionName, key: &MessageKey) -> Result<bool, StorageError> {

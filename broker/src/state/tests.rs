@@ -593,7 +593,9 @@ fn a_sweep_past_the_window_forgets_the_id() {
     h.publish_one(msg("t", "id", "a"), 5_000);
     assert!(h.dedup_entry("t", "id").is_some());
 
-    // A sweep inside the window keeps the entry.
+    // A sweep inside the window keeps the entry, and is not even due.
+    assert!(!h.reader.sweep_due(5_500).unwrap());
+    assert!(h.reader.sweep_due(6_000).unwrap(), "the window ends at 6 000");
     h.sweep(5_500);
     assert_eq!(
         h.dedup_entry("t", "id"),
@@ -1285,6 +1287,10 @@ fn max_age_evicts_on_sweep() {
     h.publish_one(msg("t", "m2", "x"), 1_500);
     h.publish_one(msg("t", "m3", "x"), 1_800);
 
+    // The dedup window (2 minutes) is far; only age can make a sweep due.
+    let window_ended = 1_000 + crate::domain::limits::DEFAULT_DEDUP_WINDOW_MS;
+    assert!(!h.reader.sweep_due(1_999).unwrap());
+    assert!(h.reader.sweep_due(2_000).unwrap(), "m1 is a second old at 2 000");
     let applied = h.sweep(1_999);
     assert!(
         !applied.iter().any(|a| matches!(a, Applied::Truncated { .. })),
@@ -1299,6 +1305,9 @@ fn max_age_evicts_on_sweep() {
     assert_eq!(h.stored_sequences("t"), vec![2, 3]);
     h.sweep(2_900);
     assert_eq!(h.stored_sequences("t"), Vec::<Sequence>::new());
+    // Nothing left to age out; m1's id is remembered until its window ends.
+    assert!(!h.reader.sweep_due(2_950).unwrap());
+    assert!(h.reader.sweep_due(window_ended).unwrap());
     let record = h.topic_record("t").unwrap();
     assert_eq!(
         (
