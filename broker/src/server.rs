@@ -13,7 +13,7 @@ use crate::admin;
 use crate::api::{BrokerService, ClusterService};
 use crate::cluster::{
     ClusterOptions, Consensus, Faults, GrpcTransport, LIVE_INBOX_BATCHES, LocalNetwork, NodeId, PeerHandler,
-    PeerService, Transport,
+    PeerService, RELAY_INBOX, Transport,
 };
 use crate::config::{Config, LogFormat, ServeArgs};
 use crate::engine::Broker;
@@ -177,7 +177,8 @@ impl Node {
         )
         .await?;
         let (live_tx, live_rx) = mpsc::channel(LIVE_INBOX_BATCHES);
-        let handler = consensus.handler(live_tx);
+        let (relay_tx, relay_rx) = mpsc::channel(RELAY_INBOX);
+        let handler = consensus.handler(live_tx, relay_tx);
         if let Some(local) = &links.local {
             local.register(&advertise, &handler);
         }
@@ -187,6 +188,7 @@ impl Node {
             config.auto_create_topics,
             applied_rx,
             live_rx,
+            relay_rx,
         );
 
         let (stop, stopped) = watch::channel(false);

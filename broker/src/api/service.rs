@@ -141,10 +141,6 @@ impl BrokerApi for BrokerService {
                 "ack_tokens: at least one token is required",
             ));
         }
-        // Leases live on the leader: a confirmed ack is settled there.
-        if let Some(redirect) = self.broker.redirect() {
-            return Err(status(redirect));
-        }
         let outcomes = self.broker.settle(&tokens, "ack_tokens", Settle::Ack).await;
         let results = tokens
             .into_iter()

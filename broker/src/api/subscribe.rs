@@ -9,7 +9,7 @@ use tonic::{Response, Status, Streaming};
 
 use crate::domain::limits::MAX_CONSUMER_CREDIT;
 use crate::domain::{Pattern, SubscriptionName};
-use crate::engine::{Broker, Delivery, Input, Settle};
+use crate::engine::{Broker, Consumer, Delivery, Settle};
 
 use super::convert;
 use super::service::BoxStream;
@@ -46,8 +46,8 @@ pub async fn open(
         Some(pb::subscribe_start::Target::Subscription(name)) => {
             let name = SubscriptionName::parse("start.subscription", &name)
                 .map_err(|e| Status::from(crate::error::BrokerError::from(e)))?;
-            let attachment = broker.attach(&name, credit).await.map_err(Status::from)?;
-            broker.clone().spawn(durable(broker, attachment, incoming, out));
+            let consumer = broker.consume(&name, credit).map_err(Status::from)?;
+            broker.clone().spawn(durable(broker, consumer, incoming, out));
         }
         Some(pb::subscribe_start::Target::Pattern(pattern)) => {
             let pattern = Pattern::parse("start.pattern", &pattern)
@@ -83,43 +83,42 @@ type Out = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
 
 async fn durable(
     broker: Broker,
-    mut attachment: crate::engine::Attachment,
+    mut consumer: Consumer,
     mut incoming: Streaming<pb::SubscribeRequest>,
     out: Out,
 ) {
     loop {
         tokio::select! {
-            deliveries = attachment.deliveries.recv() => {
-                let Some(deliveries) = deliveries else { break };
-                if out.send(Ok(batch(&deliveries))).await.is_err() {
+            deliveries = consumer.deliveries.recv() => {
+                let sent = match deliveries {
+                    Some(Ok(deliveries)) => out.send(Ok(batch(&deliveries))).await.is_ok(),
+                    Some(Err(e)) => {
+                        let _ = out.send(Err(Status::from(e))).await;
+                        false
+                    }
+                    None => false,
+                };
+                if !sent {
                     break;
                 }
             }
             request = incoming.next() => {
                 let Some(Ok(request)) = request else { break };
-                if !handle(&broker, &attachment, request, &out).await {
+                if !handle(&broker, &consumer, request, &out).await {
                     break;
                 }
             }
         }
     }
-    let _ = attachment.inbox.send(Input::Detach(attachment.consumer)).await;
+    // Dropping the consumer ends its session: unsettled deliveries return.
 }
 
 /// Handles one consumer request; false ends the stream.
-async fn handle(
-    broker: &Broker,
-    attachment: &crate::engine::Attachment,
-    request: pb::SubscribeRequest,
-    out: &Out,
-) -> bool {
+async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequest, out: &Out) -> bool {
     use pb::subscribe_request::Request as R;
     let (tokens, settle, field) = match request.request {
         Some(R::Credit(credit)) => {
-            let _ = attachment
-                .inbox
-                .send(Input::Credit(attachment.consumer, credit.messages))
-                .await;
+            consumer.grant(credit.messages);
             return true;
         }
         Some(R::Ack(a)) => (a.ack_tokens, Settle::Ack, "ack.ack_tokens"),

@@ -62,6 +62,7 @@ impl Transport for GrpcTransport {
                 PeerRequest::Hello(_) => client.hello(pb::HelloRequest { body }).await,
                 PeerRequest::Membership(_) => client.join(pb::JoinRequest { body }).await,
                 PeerRequest::Status => client.status(pb::StatusRequest { body }).await,
+                PeerRequest::Relay(_) => client.relay(pb::RelayRequest { body }).await,
             }
             .map_err(unreachable)?;
             PeerReply::decode(&reply.into_inner().body)
@@ -112,6 +113,10 @@ impl Peer for PeerService {
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::PeerReply>, Status> {
+        self.answer(&request.into_inner().body).await
+    }
+
+    async fn relay(&self, request: Request<pb::RelayRequest>) -> Result<Response<pb::PeerReply>, Status> {
         self.answer(&request.into_inner().body).await
     }
 }

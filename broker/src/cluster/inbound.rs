@@ -1,13 +1,16 @@
 //! Answers what peers ask this node: Raft RPCs for its groups, commands
-//! forwarded to it as leader, live messages, formation and membership.
+//! forwarded to it as leader, live messages, relayed consumers, formation
+//! and membership.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::Message;
+use crate::error::BrokerError;
 
 use super::Consensus;
+use super::relay::{RelayCall, RelayReply, RelayRequest};
 use super::transport::{HelloReply, Mesh, PeerReply, PeerRequest, RaftReply, RaftRpc};
 use super::types::Vote;
 
@@ -19,11 +22,20 @@ pub const LIVE_INBOX_BATCHES: usize = 1024;
 pub struct PeerHandler {
     consensus: Consensus,
     live: mpsc::Sender<Vec<Message>>,
+    relay: mpsc::Sender<RelayCall>,
 }
 
 impl PeerHandler {
-    pub fn new(consensus: Consensus, live: mpsc::Sender<Vec<Message>>) -> Arc<Self> {
-        Arc::new(Self { consensus, live })
+    pub fn new(
+        consensus: Consensus,
+        live: mpsc::Sender<Vec<Message>>,
+        relay: mpsc::Sender<RelayCall>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            consensus,
+            live,
+            relay,
+        })
     }
 
     pub async fn handle(&self, request: PeerRequest) -> PeerReply {
@@ -47,7 +59,25 @@ impl PeerHandler {
                 PeerReply::Membership(self.consensus.change_membership(change).await)
             }
             PeerRequest::Status => PeerReply::Status(Box::new(self.consensus.local_status())),
+            PeerRequest::Relay(request) => PeerReply::Relay(self.relay(request).await),
         }
+    }
+
+    /// Hands a relay request to the engine and waits for its answer; the
+    /// engine bounds how long a pull may wait.
+    async fn relay(&self, request: RelayRequest) -> RelayReply {
+        let gone = RelayReply::refusal(
+            &request,
+            BrokerError::Unavailable("this node is shutting down; retry".into()),
+        );
+        let (reply, answer) = oneshot::channel();
+        if let Err(e) = self.relay.try_send((request, reply)) {
+            let (request, _) = e.into_inner();
+            let busy =
+                BrokerError::Unavailable("this node has too many relay requests waiting; retry".into());
+            return RelayReply::refusal(&request, busy);
+        }
+        answer.await.unwrap_or(gone)
     }
 
     async fn raft(&self, rpc: RaftRpc) -> RaftReply {

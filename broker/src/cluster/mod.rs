@@ -17,6 +17,7 @@ mod log_store;
 mod membership;
 mod monitor;
 mod network;
+mod relay;
 mod state_machine;
 mod status;
 #[cfg(test)]
@@ -43,9 +44,10 @@ pub use grpc::{GrpcTransport, PeerService};
 pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
 pub use local::LocalNetwork;
 pub use log_store::LogStore;
+pub use relay::{RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
 pub use state_machine::StateMachineStore;
 pub use status::{ClusterView, GroupView, NodeView, Role};
-pub use transport::{Faults, MembershipChange, NodeInfo, Transport};
+pub use transport::{Faults, MembershipChange, NodeInfo, PEER_CALL_TIMEOUT_MS, Transport};
 pub use types::{NodeId, TypeConfig};
 
 use transport::{Mesh, PeerReply, PeerRequest};
@@ -160,9 +162,14 @@ impl Consensus {
         formation::form(self, stop).await
     }
 
-    /// The handler of requests from peers, delivering their live messages to `live`.
-    pub fn handler(&self, live: mpsc::Sender<Vec<Message>>) -> Arc<PeerHandler> {
-        PeerHandler::new(self.clone(), live)
+    /// The handler of requests from peers, delivering their live messages
+    /// to `live` and relay requests to `relay`.
+    pub fn handler(
+        &self,
+        live: mpsc::Sender<Vec<Message>>,
+        relay: mpsc::Sender<RelayCall>,
+    ) -> Arc<PeerHandler> {
+        PeerHandler::new(self.clone(), live, relay)
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -20,6 +20,7 @@ use crate::domain::Message;
 use crate::error::BrokerError;
 use crate::state::{Command, Response};
 
+use super::relay::{RelayReply, RelayRequest};
 use super::status::ClusterView;
 use super::types::{NodeId, TypeConfig};
 
@@ -77,6 +78,8 @@ pub enum PeerRequest {
     Membership(MembershipChange),
     /// The leader's view of the cluster.
     Status,
+    /// Deliveries and settlements for a consumer connected to the sender.
+    Relay(RelayRequest),
 }
 
 /// What a node answers to `Hello`.
@@ -97,6 +100,7 @@ pub enum PeerReply {
     Hello(HelloReply),
     Membership(Result<(), BrokerError>),
     Status(Box<ClusterView>),
+    Relay(RelayReply),
 }
 
 impl PeerRequest {

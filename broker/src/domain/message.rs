@@ -203,3 +203,15 @@ mod tests {
         assert!(validate_headers("headers", &many).is_err());
     }
 }
+
+/// A settlement a consumer asks for, by ack token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Settle {
+    Ack,
+    /// Redeliver, after this delay or the subscription's backoff.
+    Nack(Option<u64>),
+    /// Keep the lease, for this long or one more ack deadline.
+    Extend(Option<u64>),
+    /// Dead-letter now.
+    Reject,
+}

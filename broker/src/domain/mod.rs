@@ -6,7 +6,7 @@ mod names;
 mod settings;
 
 pub use message::{
-    DeliveryGuarantee, Headers, Message, MessageKey, NewMessage, Priority, Sequence, validate_headers,
+    DeliveryGuarantee, Headers, Message, MessageKey, NewMessage, Priority, Sequence, Settle, validate_headers,
 };
 pub use names::{CLUSTER_EVENTS_TOPIC, MessageId, Pattern, SubscriptionName, TopicName};
 pub use settings::{PriorityPolicy, RetentionPolicy, StartPosition, SubscriptionSettings, TopicSettings};

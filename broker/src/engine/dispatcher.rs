@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Consensus;
 use crate::domain::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
-use crate::domain::{DeliveryGuarantee, MessageKey, SubscriptionName, SubscriptionSettings};
+use crate::domain::{DeliveryGuarantee, MessageKey, Settle, SubscriptionName, SubscriptionSettings};
 use crate::error::BrokerError;
 use crate::semantics::{ConsumerId, Entry, Lease, LeaseId, QueueConfig, SubscriptionQueue};
 use crate::state::{Command, Reader, StoredRef};
@@ -23,15 +23,6 @@ use super::token::AckToken;
 pub const DISPATCHER_INBOX: usize = 4096;
 /// The longest a dispatcher sleeps without checking its timers.
 const MAX_IDLE_MS: u64 = 1_000;
-
-/// A settlement a consumer asks for.
-#[derive(Debug, Clone, Copy)]
-pub enum Settle {
-    Ack,
-    Nack(Option<u64>),
-    Extend(Option<u64>),
-    Reject,
-}
 
 /// What a dispatcher is told.
 pub enum Input {

@@ -1,6 +1,6 @@
 //! Following this node's leadership: the leader runs every durable
 //! subscription's dispatcher (leases live in its memory); a node that stops
-//! leading ends them, and its consumers reconnect to the new leader. Live
+//! leading ends them, and consumer sessions find the new leader. Live
 //! messages from peers are offered here on every node.
 
 use std::sync::atomic::Ordering;
@@ -51,6 +51,7 @@ fn step_down(broker: &Broker) {
     // Leases granted while this node led are gone with its dispatchers:
     // their tokens must not be checked against the leases of a later term.
     broker.inner.epoch.store(rand::random(), Ordering::Relaxed);
+    broker.inner.remotes.clear();
     let stopped: Vec<_> = broker
         .inner
         .dispatchers

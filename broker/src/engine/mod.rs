@@ -4,11 +4,13 @@
 
 mod batcher;
 mod clock;
+mod consumer;
 mod delivery;
 mod dispatcher;
 mod leadership;
 mod live;
 mod publish;
+mod relay;
 mod router;
 mod settle;
 mod token;
@@ -24,9 +26,11 @@ use crate::domain::{Message, Pattern, SubscriptionName, SubscriptionSettings, To
 use crate::error::BrokerError;
 use crate::state::{Command, Reader, Response, SubscriptionRecord, TopicRecord};
 
+pub use crate::domain::Settle;
 pub use clock::now_ms;
+pub use consumer::Consumer;
 pub use delivery::Delivery;
-pub use dispatcher::{Input, Settle};
+pub use dispatcher::Input;
 pub use token::AckToken;
 
 /// Deliveries buffered per consumer stream, in batches.
@@ -62,6 +66,8 @@ struct Inner {
     batcher: batcher::Batcher,
     live: live::LiveBus,
     dispatchers: Mutex<HashMap<SubscriptionName, (Pattern, mpsc::Sender<Input>)>>,
+    /// Consumers connected to other nodes, attached here while this node leads.
+    remotes: relay::Remotes,
     next_id: AtomicU64,
     /// This node's current term of leadership; ack tokens of earlier ones
     /// (or of other nodes) carry another, since their leases are gone.
@@ -79,6 +85,7 @@ impl Broker {
         auto_create_topics: bool,
         applied: mpsc::Receiver<Vec<crate::state::Applied>>,
         live_from_peers: mpsc::Receiver<Vec<Message>>,
+        relayed: mpsc::Receiver<crate::cluster::RelayCall>,
     ) -> Self {
         let (batcher, merging) = batcher::Batcher::start(consensus.clone(), auto_create_topics);
         let broker = Broker {
@@ -89,6 +96,7 @@ impl Broker {
                 batcher,
                 live: live::LiveBus::default(),
                 dispatchers: Mutex::new(HashMap::new()),
+                remotes: relay::Remotes::default(),
                 next_id: AtomicU64::new(1),
                 epoch: AtomicU64::new(rand::random()),
                 stopping: tokio::sync::watch::Sender::new(false),
@@ -98,6 +106,8 @@ impl Broker {
         broker.spawn(router::run(broker.clone(), applied));
         broker.spawn(leadership::follow(broker.clone()));
         broker.spawn(leadership::receive_live(broker.clone(), live_from_peers));
+        broker.spawn(relay::serve(broker.clone(), relayed));
+        broker.spawn(relay::reap(broker.clone()));
         broker.spawn(broker.clone().sweep_forever());
         broker
     }
@@ -334,7 +344,7 @@ impl Broker {
     }
 
     /// When this node does not lead, the error that sends a client to the leader.
-    pub fn redirect(&self) -> Option<BrokerError> {
+    fn redirect(&self) -> Option<BrokerError> {
         (!self.inner.consensus.is_leader()).then(|| BrokerError::NotLeader {
             leader: self.inner.consensus.leader_info().map(|l| l.address),
         })

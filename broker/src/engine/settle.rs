@@ -1,10 +1,12 @@
 //! Settling deliveries by ack token: ack (durable before it is confirmed),
-//! nack, extend and reject.
+//! nack, extend and reject, on the leader or relayed to it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::cluster::{PEER_CALL_TIMEOUT_MS, PROPOSE_TIMEOUT_MS, RelayReply, RelayRequest};
 use crate::domain::limits::MAX_SETTLE_BATCH;
 use crate::domain::{MessageKey, SubscriptionName};
 use crate::error::BrokerError;
@@ -17,6 +19,8 @@ impl Broker {
     /// Settles each token; answers one result per token, in order. Acks are
     /// committed through consensus before they are answered, so an `Ok` ack
     /// is a confirmed ack: the message never comes again to that subscription.
+    /// Leases live on the leader: a node that does not lead relays the
+    /// request there.
     pub async fn settle(
         &self,
         tokens: &[String],
@@ -30,6 +34,32 @@ impl Broker {
             ));
             return vec![Err(e); tokens.len()];
         }
+        if self.inner.consensus.is_leader() {
+            return self.settle_here(tokens, field, settle).await;
+        }
+        let request = RelayRequest::Settle {
+            tokens: tokens.to_vec(),
+            field: field.to_string(),
+            settle,
+        };
+        let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS + PEER_CALL_TIMEOUT_MS);
+        match self.inner.consensus.relay(request, timeout).await {
+            Ok(RelayReply::Settled(results)) if results.len() == tokens.len() => results,
+            Ok(other) => {
+                let e = BrokerError::Internal(format!("unexpected answer to a relayed settle: {other:?}"));
+                vec![Err(e); tokens.len()]
+            }
+            Err(e) => vec![Err(e); tokens.len()],
+        }
+    }
+
+    /// Settles on this node, which leads.
+    pub(super) async fn settle_here(
+        &self,
+        tokens: &[String],
+        field: &str,
+        settle: Settle,
+    ) -> Vec<Result<(), BrokerError>> {
         let mut results: Vec<Result<(), BrokerError>> = Vec::with_capacity(tokens.len());
         // Acks validated against their lease, grouped per subscription for one commit each.
         let mut to_commit: BTreeMap<SubscriptionName, Vec<(usize, MessageKey, Option<Lease>)>> =
