@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hermod_broker::cluster::{ClusterView, Faults, LocalNetwork, Role};
 use hermod_broker::config::Config;
 use hermod_broker::server::{Node, PeerLinks};
+use hermod_client::{Client, ClientOptions, Delivery, OutgoingMessage, RetryPolicy};
 
 use crate::free_port;
 
@@ -144,6 +145,22 @@ impl TestCluster {
         format!("http://{}", self.members[index].address)
     }
 
+    /// A client of the chosen nodes that retries through a failover: up to
+    /// 60 attempts, backing off from 50 ms to 500 ms.
+    pub async fn client(&self, nodes: &[usize]) -> anyhow::Result<Client> {
+        let endpoints: Vec<String> = nodes.iter().map(|i| self.endpoint(*i)).collect();
+        let options = ClientOptions::new()
+            .endpoints(endpoints)
+            .connect_timeout(Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(15))
+            .retry_policy(RetryPolicy::new(
+                60,
+                Duration::from_millis(50),
+                Duration::from_millis(500),
+            ));
+        Ok(Client::connect(options).await?)
+    }
+
     /// Every running node's own view, by index.
     pub fn views(&self) -> Vec<(usize, ClusterView)> {
         self.members
@@ -237,4 +254,11 @@ pub fn all_agree(views: &[(usize, ClusterView)], size: usize) -> bool {
         && views
             .iter()
             .all(|(_, v)| v.quorum && v.groups[0].replicas.len() == size)
+}
+
+/// An exactly-once message on `jobs.t` whose id and payload are `id`.
+pub fn exactly_once_job(id: &str) -> OutgoingMessage {
+    OutgoingMessage::new("jobs.t", id.to_string())
+        .id(id.to_string())
+        .delivery(Delivery::ExactlyOnce)
 }

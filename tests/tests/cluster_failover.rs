@@ -6,30 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hermod_client::{
-    Client, ClientOptions, Delivery, OutgoingMessage, RetryPolicy, SubscribeOptions, SubscriptionConfig,
-};
-use hermod_tests::cluster::{TestCluster, all_agree};
-
-async fn client_of(cluster: &TestCluster, nodes: &[usize]) -> anyhow::Result<Client> {
-    let endpoints: Vec<String> = nodes.iter().map(|i| cluster.endpoint(*i)).collect();
-    let options = ClientOptions::new()
-        .endpoints(endpoints)
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(15))
-        .retry_policy(RetryPolicy::new(
-            60,
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ));
-    Ok(Client::connect(options).await?)
-}
-
-fn message(id: &str) -> OutgoingMessage {
-    OutgoingMessage::new("jobs.t", id.to_string())
-        .id(id.to_string())
-        .delivery(Delivery::ExactlyOnce)
-}
+use hermod_client::{Client, ClientOptions, Delivery, RetryPolicy, SubscribeOptions, SubscriptionConfig};
+use hermod_tests::cluster::{TestCluster, all_agree, exactly_once_job};
 
 /// Exactly-once, with a short ack deadline: after a leader change, unacked
 /// messages wait out one deadline before they are redelivered.
@@ -65,19 +43,19 @@ async fn a_new_leader_takes_over_when_the_leader_stops_and_nothing_acknowledged_
 {
     let mut cluster = TestCluster::start(3).await?;
     let old = cluster.wait_for_leader().await?;
-    let client = client_of(&cluster, &[0, 1, 2]).await?;
+    let client = cluster.client(&[0, 1, 2]).await?;
     client.create_subscription("jobs", jobs_subscription()).await?;
     let mut acknowledged = BTreeSet::new();
     for n in 0..10 {
         let id = format!("before-{n}");
-        client.publish(message(&id)).await?;
+        client.publish(exactly_once_job(&id)).await?;
         acknowledged.insert(id);
     }
     cluster.stop(old).await;
     let stopped_at = Instant::now();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-    let client = client_of(&cluster, &survivors).await?;
-    client.publish(message("after-0")).await?;
+    let client = cluster.client(&survivors).await?;
+    client.publish(exactly_once_job("after-0")).await?;
     eprintln!(
         "first publish after the leader stopped: {:?}",
         stopped_at.elapsed()
@@ -87,7 +65,7 @@ async fn a_new_leader_takes_over_when_the_leader_stops_and_nothing_acknowledged_
     assert_ne!(new, old, "a surviving node leads");
     for n in 1..10 {
         let id = format!("after-{n}");
-        client.publish(message(&id)).await?;
+        client.publish(exactly_once_job(&id)).await?;
         acknowledged.insert(id);
     }
     consume_all(&client, &acknowledged).await?;
@@ -120,7 +98,7 @@ async fn a_leader_cut_off_in_a_minority_refuses_writes_while_the_majority_serves
     )
     .await?;
     let started = Instant::now();
-    let refused = lonely.publish(message("minority")).await;
+    let refused = lonely.publish(exactly_once_job("minority")).await;
     let error = refused.expect_err("a minority must not acknowledge a write");
     assert!(error.is_retryable(), "the refusal is retryable: {error}");
     assert!(
@@ -137,12 +115,12 @@ async fn a_leader_cut_off_in_a_minority_refuses_writes_while_the_majority_serves
             })
         })
         .await?;
-    let client = client_of(&cluster, &majority).await?;
+    let client = cluster.client(&majority).await?;
     client.create_subscription("jobs", jobs_subscription()).await?;
     let mut acknowledged = BTreeSet::new();
     for n in 0..10 {
         let id = format!("majority-{n}");
-        client.publish(message(&id)).await?;
+        client.publish(exactly_once_job(&id)).await?;
         acknowledged.insert(id);
     }
 

@@ -6,10 +6,10 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use hermod_client::{Client, ClientOptions, Delivery, OutgoingMessage, RetryPolicy, SubscriptionConfig};
+use hermod_client::{Delivery, SubscriptionConfig};
 use hermod_proto::v1 as pb;
 use hermod_proto::v1::broker_client::BrokerClient;
-use hermod_tests::cluster::TestCluster;
+use hermod_tests::cluster::{TestCluster, exactly_once_job};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,26 +17,6 @@ use tonic::Streaming;
 
 /// Longest wait for any one delivery.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
-
-async fn client_of(cluster: &TestCluster, nodes: &[usize]) -> anyhow::Result<Client> {
-    let endpoints: Vec<String> = nodes.iter().map(|i| cluster.endpoint(*i)).collect();
-    let options = ClientOptions::new()
-        .endpoints(endpoints)
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(Duration::from_secs(15))
-        .retry_policy(RetryPolicy::new(
-            60,
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        ));
-    Ok(Client::connect(options).await?)
-}
-
-fn message(id: &str) -> OutgoingMessage {
-    OutgoingMessage::new("jobs.t", id.to_string())
-        .id(id.to_string())
-        .delivery(Delivery::ExactlyOnce)
-}
 
 /// A raw consumer stream on one node.
 struct RawConsumer {
@@ -139,7 +119,7 @@ async fn a_consumer_on_a_follower_receives_and_confirms_through_the_leader() -> 
     let cluster = TestCluster::start(3).await?;
     let leader = cluster.wait_for_leader().await?;
     let follower = (0..3).find(|i| *i != leader).expect("three nodes");
-    let client = client_of(&cluster, &[leader]).await?;
+    let client = cluster.client(&[leader]).await?;
     client
         .create_subscription(
             "jobs",
@@ -151,13 +131,13 @@ async fn a_consumer_on_a_follower_receives_and_confirms_through_the_leader() -> 
     let mut expected = BTreeSet::new();
     for n in 0..20 {
         let id = format!("m-{n}");
-        client.publish(message(&id)).await?;
+        client.publish(exactly_once_job(&id)).await?;
         expected.insert(id);
     }
     receive_all(&mut consumer, &expected).await?;
     // Every ack was confirmed: the next delivery is a new message, never one
     // of those again.
-    client.publish(message("marker")).await?;
+    client.publish(exactly_once_job("marker")).await?;
     let next = consumer.next().await?;
     assert_eq!(next.id, "marker", "acked messages stay acked");
     assert_eq!(next.attempt, 1);
@@ -169,7 +149,7 @@ async fn a_consumer_stream_on_a_follower_outlives_a_leader_change() -> anyhow::R
     let mut cluster = TestCluster::start(3).await?;
     let old = cluster.wait_for_leader().await?;
     let follower = (0..3).find(|i| *i != old).expect("three nodes");
-    let client = client_of(&cluster, &[follower]).await?;
+    let client = cluster.client(&[follower]).await?;
     client
         .create_subscription(
             "jobs",
@@ -182,7 +162,7 @@ async fn a_consumer_stream_on_a_follower_outlives_a_leader_change() -> anyhow::R
     let mut consumer = RawConsumer::open(cluster.endpoint(follower), "jobs", 1).await?;
     let before: BTreeSet<String> = (0..5).map(|n| format!("before-{n}")).collect();
     for id in &before {
-        client.publish(message(id)).await?;
+        client.publish(exactly_once_job(id)).await?;
     }
     receive_all(&mut consumer, &before).await?;
 
@@ -191,7 +171,7 @@ async fn a_consumer_stream_on_a_follower_outlives_a_leader_change() -> anyhow::R
     assert_ne!(new, old, "a surviving node leads");
     let after: BTreeSet<String> = (0..5).map(|n| format!("after-{n}")).collect();
     for id in &after {
-        client.publish(message(id)).await?;
+        client.publish(exactly_once_job(id)).await?;
     }
     // The same stream, opened before the leader changed, delivers the rest.
     receive_all(&mut consumer, &after).await?;

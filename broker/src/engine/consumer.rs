@@ -85,16 +85,9 @@ struct Session {
 impl Broker {
     /// Starts a consumer session on `name` with `credit` deliveries allowed.
     pub fn consume(&self, name: &SubscriptionName, credit: u32) -> Result<Consumer, BrokerError> {
-        let known = self
-            .inner
-            .reader
-            .machine()
-            .catalog()
-            .subscriptions
-            .contains_key(name);
         // A node that does not lead may not have applied a fresh
         // subscription yet: the leader answers for it.
-        if !known && self.inner.consensus.is_leader() {
+        if !self.knows_subscription(name) && self.inner.consensus.is_leader() {
             return Err(BrokerError::NotFound(format!(
                 "start.subscription: subscription {name} does not exist"
             )));

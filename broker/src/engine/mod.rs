@@ -350,6 +350,12 @@ impl Broker {
         })
     }
 
+    /// Whether this node has applied the creation of subscription `name`.
+    fn knows_subscription(&self, name: &SubscriptionName) -> bool {
+        let catalog = self.inner.reader.machine().catalog();
+        catalog.subscriptions.contains_key(name)
+    }
+
     /// The inbox of a subscription's dispatcher; when this node does not
     /// lead, an error that sends the client to the leader.
     fn inbox_or_redirect(
@@ -360,14 +366,7 @@ impl Broker {
         if let Some(inbox) = self.inbox(name) {
             return Ok(inbox);
         }
-        let exists = self
-            .inner
-            .reader
-            .machine()
-            .catalog()
-            .subscriptions
-            .contains_key(name);
-        if exists {
+        if self.knows_subscription(name) {
             if let Some(redirect) = self.redirect() {
                 return Err(redirect);
             }
