@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Runs the load generator: installs nats-server when missing, builds the
-# release `hermod` and `hermod-bench`, then runs `hermod-bench "$@"` from the
-# caller's directory (so a relative --out lands there), e.g.
+# Runs the load generator: installs nats-server and a font for the charts
+# when missing, builds the release `hermod` and `hermod-bench`, then runs
+# `hermod-bench "$@"` from the caller's directory (so a relative --out lands
+# there), e.g.
 #   scripts/bench.sh --suite quick --compare nats --out /tmp/bench-out
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/bootstrap.sh"
 
-# The peer: Debian's nats-server, started by the harness itself on loopback.
-if ! command -v nats-server >/dev/null 2>&1; then
-    echo "bench: installing nats-server with apt-get" >&2
+# The peer (Debian's nats-server, started by the harness itself on loopback)
+# and the font the charts' text is drawn with.
+need_apt=()
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+if ((${#need_apt[@]})); then
+    echo "bench: installing ${need_apt[*]} with apt-get" >&2
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Release builds with -p are fine (a debug build of a subset would rebuild RocksDB).
-cargo build --release --manifest-path "$root/Cargo.toml" -p hermod-broker --bin hermod
-cargo build --release --manifest-path "$root/Cargo.toml" -p hermod-bench --bin hermod-bench
+# One release build of both binaries, so their shared dependencies resolve
+# to the same features (a debug build of a subset would rebuild RocksDB).
+cargo build --release --manifest-path "$root/Cargo.toml" \
+    -p hermod-broker --bin hermod -p hermod-bench --bin hermod-bench
 
 # The report names the commit of this checkout.
 export HERMOD_BENCH_SOURCE="$root"

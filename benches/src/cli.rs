@@ -12,9 +12,15 @@ use crate::scenario::ScenarioName;
 const DEFAULT_DURATION_S: f64 = 10.0;
 /// Warm-up before each measured run when neither `--warmup` nor a suite says otherwise.
 const DEFAULT_WARMUP_S: f64 = 2.0;
-/// The quick suite's measured run and warm-up: eight runs stay well under five minutes.
+/// The quick suite's measured run and warm-up: nine scenarios against two
+/// systems (eighteen runs, with start-up, backlogs and drain) take about
+/// three minutes on 2 cores.
 const QUICK_DURATION_S: f64 = 8.0;
 const QUICK_WARMUP_S: f64 = 2.0;
+/// Messages published before a backlog scenario consumes them.
+const DEFAULT_BACKLOG: u64 = 100_000;
+/// The largest backlog allowed: it is filled before the measured time starts.
+const MAX_BACKLOG: u64 = 10_000_000;
 
 /// Load generator for Hermod, with NATS as the peer in the same run.
 #[derive(Debug, Clone, Parser)]
@@ -32,11 +38,12 @@ pub struct Options {
     #[arg(long, value_enum)]
     pub compare: Option<Peer>,
 
-    /// Write DIR/report.json here.
+    /// Write DIR/report.json and the charts (DIR/*.png) here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Seconds measured per scenario and system (default 10; 8 in the quick suite).
+    /// Seconds measured per scenario and system (default 10; 8 in the quick
+    /// suite); a backlog scenario ends sooner once its backlog is consumed.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
@@ -54,9 +61,14 @@ pub struct Options {
     pub window: usize,
 
     /// Target publish rate in messages per second, shared by the producers
-    /// (default: as fast as the window allows; 1000 in latency-1k).
+    /// (default: as fast as the window allows; 1000 in latency-1k, 10000 in
+    /// latency-10k; backlogs are always published as fast as possible).
     #[arg(long, value_name = "N")]
     pub rate: Option<f64>,
+
+    /// Messages published before a backlog scenario consumes them.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u64,
 
     /// Producer tasks, each with its own connection.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -75,6 +87,11 @@ pub struct Options {
     /// The `nats-server` binary.
     #[arg(long, value_name = "PATH", default_value = "nats-server")]
     pub nats_bin: PathBuf,
+
+    /// The TrueType font of the charts' text (default: DejaVu Sans or
+    /// Liberation Sans where Debian installs them).
+    #[arg(long, value_name = "PATH", env = "HERMOD_BENCH_FONT")]
+    pub font: Option<PathBuf>,
 }
 
 /// A named set of scenarios.
@@ -103,6 +120,7 @@ pub struct Settings {
     pub window: usize,
     pub rate: Option<f64>,
     pub producers: usize,
+    pub backlog: u64,
 }
 
 fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -162,6 +180,11 @@ impl Options {
             );
         }
         anyhow::ensure!(
+            (1..=MAX_BACKLOG).contains(&self.backlog),
+            "--backlog: {} is not between 1 and {MAX_BACKLOG}",
+            self.backlog
+        );
+        anyhow::ensure!(
             (1..=64).contains(&self.producers),
             "--producers: {} is not between 1 and 64",
             self.producers
@@ -179,6 +202,7 @@ impl Options {
             window: self.window,
             rate: self.rate,
             producers: self.producers,
+            backlog: self.backlog,
         })
     }
 

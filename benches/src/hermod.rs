@@ -1,4 +1,4 @@
-//! The scenarios against Hermod, through the `hermod-client` crate.
+//! The scenarios against Hermod (one node, or a 3-node cluster), through the `hermod-client` crate.
 
 use std::path::Path;
 use std::time::Duration;
@@ -6,69 +6,154 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{StreamExt, TryFutureExt};
 use hermod_client::{
-    Client, ClientOptions, Delivery, OutgoingMessage, SubscribeOptions, Subscriber, SubscriptionConfig,
+    Client, ClientOptions, Delivery, OutgoingMessage, Priority, SubscribeOptions, Subscriber,
+    SubscriptionConfig,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::measure::{Pacer, Recorder, collect_acks};
-use crate::process::Server;
-use crate::report::{Measured, Outcome};
-use crate::scenario::{ACK_DRAIN, CLOSE_TIMEOUT, Load, Produced, RunContext, Shape, Spec};
+use crate::deploy::Deployment;
+use crate::flow::collect_acks;
+use crate::load::{ACK_DRAIN, CLOSE_TIMEOUT, Load, Phase, Produced, RunContext};
+use crate::measure::Recorder;
+use crate::outcome::{Fill, Measured, Outcome};
+use crate::scenario::{Shape, Spec};
 
 /// How long one client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The durable subscription of the latency scenario.
-const SUBSCRIPTION: &str = "bench-latency";
+/// The durable subscription of the latency and backlog scenarios.
+const SUBSCRIPTION: &str = "bench-durable";
+/// How long a cluster may take to name its leader, and a backlog to reach the subscription.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two looks at the cluster or the subscription (there is no event to wait for).
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Starts a fresh broker, runs the scenario against it, and stops it.
+/// Starts fresh brokers, runs the scenario against them, and stops them.
 pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
-    let mut server = Server::hermod(binary).await?;
-    let outcome = drive(spec, &server).await;
-    let metrics = server.hermod_metrics().await;
-    let exited = server.exited();
-    let warnings = server.warnings();
-    server.stop().await;
+    let mut deployment = Deployment::hermod(binary, spec.name.nodes()).await?;
+    let outcome = async {
+        if deployment.len() > 1 {
+            target_leader(&mut deployment).await?;
+        }
+        match spec.name.shape() {
+            Shape::Backlog { .. } => backlog(spec, &deployment).await,
+            _ => Ok((drive(spec, &deployment).await?, None)),
+        }
+    }
+    .await;
+    let metrics = deployment.hermod_metrics().await;
+    let exited = deployment.exited();
+    let warnings = deployment.warnings();
+    deployment.stop().await;
     if let Some(status) = exited {
         anyhow::bail!("hermod exited during the run ({status}); log: {:?}", warnings.1);
     }
-    Ok(outcome?
+    let (outcome, fill) = outcome?;
+    Ok(outcome
         .measured(spec.name.primary())
+        .with_fill(fill)
         .with_server(warnings, metrics))
 }
 
-async fn connect(server: &Server) -> anyhow::Result<Client> {
+async fn connect(url: &str) -> anyhow::Result<Client> {
     let options = ClientOptions::new()
-        .endpoint(&server.url)
+        .endpoint(url)
         .request_timeout(REQUEST_TIMEOUT);
     Client::connect(options).await.context("connecting to hermod")
 }
 
-async fn drive(spec: &Spec, server: &Server) -> anyhow::Result<Outcome> {
-    let topic = format!("bench.{}", spec.name.as_str().replace('-', "_"));
-    let prefetch = u32::try_from(spec.settings.window).unwrap_or(u32::MAX);
+/// Points the clients at the cluster's leader, so a publish is not
+/// forwarded by a follower first (the client crate goes to the leader too).
+async fn target_leader(deployment: &mut Deployment) -> anyhow::Result<()> {
+    let client = connect(deployment.url()).await?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline {
+        let status = client
+            .cluster_status()
+            .await
+            .context("asking for the cluster status")?;
+        let leader = status.groups.first().and_then(|group| group.leader);
+        let address = leader.and_then(|id| status.nodes.iter().find(|n| n.id == id));
+        if let Some(node) = address
+            && deployment.target_node(&format!("http://{}", node.address))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    anyhow::bail!("the cluster named no leader within {SETTLE_TIMEOUT:?}")
+}
+
+/// Creates the durable subscription the consumers share.
+async fn create_subscription(url: &str, topic: &str) -> anyhow::Result<()> {
+    let config = SubscriptionConfig::new(topic).delivery(Delivery::AtLeastOnce);
+    connect(url)
+        .await?
+        .create_subscription(SUBSCRIPTION, config)
+        .await
+        .context("creating the durable subscription")?;
+    Ok(())
+}
+
+/// Opens `count` consumers with their own connections.
+async fn subscribers(
+    url: &str,
+    subscribe: &SubscribeOptions,
+    count: usize,
+    prefetch: usize,
+) -> anyhow::Result<Vec<Subscriber>> {
+    let prefetch = u32::try_from(prefetch).unwrap_or(u32::MAX);
+    let mut subscribers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let subscriber = connect(url)
+            .await?
+            .subscribe(subscribe.clone().prefetch(prefetch))
+            .await
+            .context("subscribing")?;
+        subscribers.push(subscriber);
+    }
+    Ok(subscribers)
+}
+
+/// Starts one producer task per client.
+fn spawn_producers(
+    clients: Vec<Client>,
+    load: &Load,
+    topic: &str,
+    delivery: Delivery,
+) -> Vec<JoinHandle<anyhow::Result<Produced>>> {
+    clients
+        .into_iter()
+        .enumerate()
+        .map(|(index, client)| {
+            tokio::spawn(produce(client, load.context(), topic.to_owned(), delivery, index))
+        })
+        .collect()
+}
+
+async fn producer_clients(url: &str, count: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(connect(url).await?);
+    }
+    Ok(clients)
+}
+
+/// The scenarios that publish and consume at the same time.
+async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> {
+    let url = deployment.url();
+    let topic = spec.topic();
     let (delivery, subscribe, ack) = match spec.name.shape() {
         Shape::FanOut => (
             Delivery::AtMostOnce,
             Some(SubscribeOptions::pattern(&topic)),
             false,
         ),
-        Shape::DurablePublish { exactly_once } => {
-            let delivery = if exactly_once {
-                Delivery::ExactlyOnce
-            } else {
-                Delivery::AtLeastOnce
-            };
-            (delivery, None, false)
-        }
-        Shape::DurableLatency => {
-            let admin = connect(server).await?;
-            let config = SubscriptionConfig::new(&topic).delivery(Delivery::AtLeastOnce);
-            admin
-                .create_subscription(SUBSCRIPTION, config)
-                .await
-                .context("creating the durable subscription")?;
+        Shape::DurablePublish { exactly_once: true } => (Delivery::ExactlyOnce, None, false),
+        Shape::DurablePublish { exactly_once: false } => (Delivery::AtLeastOnce, None, false),
+        Shape::DurableLatency | Shape::Backlog { .. } => {
+            create_subscription(url, &topic).await?;
             (
                 Delivery::AtLeastOnce,
                 Some(SubscribeOptions::subscription(SUBSCRIPTION)),
@@ -76,37 +161,62 @@ async fn drive(spec: &Spec, server: &Server) -> anyhow::Result<Outcome> {
             )
         }
     };
-    let mut subscribers = Vec::new();
-    if let Some(subscribe) = subscribe {
-        for _ in 0..spec.consumers {
-            let client = connect(server).await?;
-            let subscriber = client
-                .subscribe(subscribe.clone().prefetch(prefetch))
-                .await
-                .context("subscribing")?;
-            subscribers.push(subscriber);
-        }
-    }
-    let mut producer_clients = Vec::new();
-    for _ in 0..spec.settings.producers {
-        producer_clients.push(connect(server).await?);
-    }
-
-    let load = Load::begin(spec, server.pid());
-    let consumers: Vec<JoinHandle<Recorder>> = subscribers
+    let subscribers = match &subscribe {
+        Some(subscribe) => subscribers(url, subscribe, spec.consumers, spec.settings.window).await?,
+        None => Vec::new(),
+    };
+    let clients = producer_clients(url, spec.settings.producers).await?;
+    let load = Load::begin(spec, deployment.pids(), Phase::Steady);
+    let consumers = subscribers
         .into_iter()
-        .map(|subscriber| tokio::spawn(consume(subscriber, load.context(), ack)))
+        .map(|subscriber| tokio::spawn(consume(subscriber, load.context(), ack, false)))
         .collect();
-    let producers = producer_clients
-        .into_iter()
-        .enumerate()
-        .map(|(index, client)| tokio::spawn(produce(client, load.context(), topic.clone(), delivery, index)))
-        .collect();
+    let producers = spawn_producers(clients, &load, &topic, delivery);
     load.finish(producers, consumers, spec.fanout()).await
 }
 
-/// Publishes through a pipelined `Publisher` until the window ends, then
-/// waits for the last acks.
+/// The backlog scenarios: publish the backlog, wait until the subscription
+/// holds all of it, then consume and ack it.
+async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcome, Option<Fill>)> {
+    let url = deployment.url();
+    let topic = spec.topic();
+    create_subscription(url, &topic).await?;
+    let clients = producer_clients(url, spec.settings.producers).await?;
+    let load = Load::begin(spec, deployment.pids(), Phase::Fill);
+    let producers = spawn_producers(clients, &load, &topic, Delivery::AtLeastOnce);
+    let filled = load.finish(producers, Vec::new(), 0).await?;
+    let expected = filled.published();
+    wait_for_backlog(url, expected).await?;
+
+    let subscribe = SubscribeOptions::subscription(SUBSCRIPTION);
+    let subscribers = subscribers(url, &subscribe, spec.consumers, spec.settings.window).await?;
+    let load = Load::begin(spec, deployment.pids(), Phase::Drain { expected });
+    let consumers = subscribers
+        .into_iter()
+        .map(|subscriber| tokio::spawn(consume(subscriber, load.context(), true, true)))
+        .collect();
+    let drained = load.finish(Vec::new(), consumers, 1).await?;
+    Ok((drained, Some(filled.fill())))
+}
+
+/// Waits until the subscription's backlog counts every message published
+/// (the router hands stored messages to it asynchronously), bounded.
+async fn wait_for_backlog(url: &str, expected: u64) -> anyhow::Result<()> {
+    let client = connect(url).await?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut backlog = 0;
+    while Instant::now() < deadline {
+        backlog = client.get_subscription(SUBSCRIPTION).await?.backlog;
+        if backlog >= expected {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    anyhow::bail!("the subscription held {backlog} of {expected} messages after {SETTLE_TIMEOUT:?}")
+}
+
+/// Publishes through a pipelined `Publisher` until the window ends (or the
+/// producer's share of a backlog is sent), then waits for the last acks.
 async fn produce(
     client: Client,
     context: RunContext,
@@ -117,22 +227,25 @@ async fn produce(
     let publisher = client.publisher_with_window(context.in_flight);
     let (pending, pending_rx) = mpsc::unbounded_channel();
     let acks = tokio::spawn(collect_acks(pending_rx, context.window));
-    let mut pacer = Pacer::new(context.window.start, context.rate);
-    let (mut sent, mut sent_in_window) = (0u64, 0u64);
-    loop {
-        let at = pacer.next().await;
-        if at >= context.window.stop_at {
-            break;
+    let mut pacer = context.pacer();
+    let mut sent_in_window = 0u64;
+    while let Some(at) = pacer.next().await {
+        let sent = pacer.sent() - 1;
+        let mut message = match context.priority_of(sent) {
+            Some(tag) => OutgoingMessage::new(
+                topic.as_str(),
+                context.clock.tagged_payload(at, context.message_size, tag),
+            )
+            .priority(Priority::ALL[usize::from(tag)]),
+            None => OutgoingMessage::new(topic.as_str(), context.clock.payload(at, context.message_size)),
         }
-        let payload = context.clock.payload(at, context.message_size);
-        let mut message = OutgoingMessage::new(topic.as_str(), payload).delivery(delivery);
+        .delivery(delivery);
         if delivery == Delivery::ExactlyOnce {
             message = message.id(format!("p{producer}-{sent}"));
         }
         let handle = publisher.send(message).await;
         // The collector outlives this loop, so the send cannot fail.
         let _ = pending.send((at, handle.map_ok(drop)));
-        sent += 1;
         if context.window.contains(at) {
             sent_in_window += 1;
         }
@@ -143,14 +256,14 @@ async fn produce(
         .with_context(|| format!("hermod did not answer every publish within {ACK_DRAIN:?}"))??;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, publisher.close()).await;
     Ok(Produced {
-        sent,
+        sent: pacer.sent(),
         sent_in_window,
         acks: Some(acks),
     })
 }
 
 /// Receives (and, on a durable subscription, acks) until told to stop.
-async fn consume(mut subscriber: Subscriber, context: RunContext, ack: bool) -> Recorder {
+async fn consume(mut subscriber: Subscriber, context: RunContext, ack: bool, backlog: bool) -> Recorder {
     let mut recorder = Recorder::new(context.window);
     let mut stop = context.stop.clone();
     loop {
@@ -159,15 +272,10 @@ async fn consume(mut subscriber: Subscriber, context: RunContext, ack: bool) -> 
             _ = stop.changed() => break,
             item = subscriber.next() => match item {
                 Some(Ok(message)) => {
-                    let now = Instant::now();
-                    match context.clock.sent_at(&message.payload) {
-                        Some(sent_at) => recorder.record(sent_at, now),
-                        None => recorder.error("a delivery without a send time"),
-                    }
+                    context.delivered(&mut recorder, &message.payload, backlog);
                     if ack && let Err(error) = message.ack().await {
                         recorder.error(error);
                     }
-                    context.progress.delivered_one();
                 }
                 Some(Err(error)) => {
                     recorder.error(error);

@@ -1,20 +1,22 @@
-//! Measuring: send times carried in payloads, the measured window, latency recorders and pacing.
+//! Measuring: send times carried in payloads, the measured window, and latency recorders with their per-second timelines.
 
 use std::fmt::Display;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// The highest latency a histogram holds, in microseconds (one minute).
 const MAX_LATENCY_US: u64 = 60_000_000;
+/// The longest timeline a recorder keeps, in seconds from the start of its
+/// run: the longest duration and warm-up the options allow, with room for the drain.
+const MAX_TIMELINE_S: usize = 2 * 3600;
+/// At most this many delivered priorities are kept in delivery order (one byte each).
+const MAX_ORDER_SAMPLES: usize = 4_000_000;
+/// Bytes of the send-time stamp at the start of every payload.
+const STAMP_BYTES: usize = 8;
 
 /// Turns instants into the 8-byte stamps that travel at the start of each
 /// payload, so a consumer in this process knows when a message was sent.
@@ -36,16 +38,34 @@ impl Clock {
 
     /// A payload of `size` bytes (at least 8) stamped with `sent_at`.
     pub fn payload(&self, sent_at: Instant, size: usize) -> Bytes {
-        let stamp = sent_at.saturating_duration_since(self.base).as_nanos() as u64;
-        let mut payload = vec![0u8; size.max(8)];
-        payload[..8].copy_from_slice(&stamp.to_le_bytes());
+        Bytes::from(self.stamped(sent_at, size.max(STAMP_BYTES)))
+    }
+
+    /// A payload stamped with `sent_at` that also carries `tag` right after
+    /// the stamp (the priority a message was published with), so both
+    /// systems report it the same way.
+    pub fn tagged_payload(&self, sent_at: Instant, size: usize, tag: u8) -> Bytes {
+        let mut payload = self.stamped(sent_at, size.max(STAMP_BYTES + 1));
+        payload[STAMP_BYTES] = tag;
         Bytes::from(payload)
+    }
+
+    fn stamped(&self, sent_at: Instant, size: usize) -> Vec<u8> {
+        let stamp = sent_at.saturating_duration_since(self.base).as_nanos() as u64;
+        let mut payload = vec![0u8; size];
+        payload[..STAMP_BYTES].copy_from_slice(&stamp.to_le_bytes());
+        payload
     }
 
     /// The send time stamped into `payload`, if it holds one.
     pub fn sent_at(&self, payload: &[u8]) -> Option<Instant> {
-        let stamp: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+        let stamp: [u8; STAMP_BYTES] = payload.get(..STAMP_BYTES)?.try_into().ok()?;
         Some(self.base + Duration::from_nanos(u64::from_le_bytes(stamp)))
+    }
+
+    /// The tag of a payload made by [`tagged_payload`](Self::tagged_payload).
+    pub fn tag(payload: &[u8]) -> Option<u8> {
+        payload.get(STAMP_BYTES).copied()
     }
 }
 
@@ -92,11 +112,26 @@ pub struct Percentiles {
     pub mean_us: f64,
 }
 
+impl Percentiles {
+    /// The labelled values a latency chart plots, in order.
+    pub fn points(&self) -> [(&'static str, u64); 5] {
+        [
+            ("p50", self.p50_us),
+            ("p90", self.p90_us),
+            ("p99", self.p99_us),
+            ("p99.9", self.p999_us),
+            ("max", self.max_us),
+        ]
+    }
+}
+
 /// Completions of one kind (acks, or deliveries) seen by one task.
 ///
 /// A completion counts towards throughput when it happens inside the
 /// measured window, and its latency is recorded when the message was sent
-/// inside the window, so warm-up and drain are left out of both.
+/// inside the window, so warm-up and drain are left out of both. Every
+/// completion also counts in its second of the run's timeline, warm-up and
+/// drain included, for the throughput chart.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     window: Window,
@@ -107,6 +142,10 @@ pub struct Recorder {
     pub total: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Completions per second since the window's start.
+    pub per_second: Vec<u64>,
+    /// Tags (priorities) of the deliveries, in the order they arrived.
+    pub order: Vec<u8>,
 }
 
 impl Recorder {
@@ -119,19 +158,41 @@ impl Recorder {
             total: 0,
             errors: 0,
             first_error: None,
+            per_second: Vec::new(),
+            order: Vec::new(),
         }
     }
 
     /// One message sent at `sent_at` completed at `done_at`.
     pub fn record(&mut self, sent_at: Instant, done_at: Instant) {
-        self.total += 1;
-        if self.window.contains(done_at) {
-            self.in_window += 1;
-        }
+        self.count(done_at);
         if self.window.contains(sent_at) {
             let micros = done_at.saturating_duration_since(sent_at).as_micros();
             let micros = u64::try_from(micros).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
             self.histogram.saturating_record(micros);
+        }
+    }
+
+    /// One completion at `done_at` whose latency means nothing (a message
+    /// published before the measured phase, as in a backlog).
+    pub fn count(&mut self, done_at: Instant) {
+        self.total += 1;
+        if self.window.contains(done_at) {
+            self.in_window += 1;
+        }
+        let second = done_at.saturating_duration_since(self.window.start).as_secs() as usize;
+        if second < MAX_TIMELINE_S {
+            if self.per_second.len() <= second {
+                self.per_second.resize(second + 1, 0);
+            }
+            self.per_second[second] += 1;
+        }
+    }
+
+    /// Notes the tag of the latest delivery, to check its order later.
+    pub fn note_tag(&mut self, tag: u8) {
+        if self.order.len() < MAX_ORDER_SAMPLES {
+            self.order.push(tag);
         }
     }
 
@@ -142,7 +203,8 @@ impl Recorder {
         }
     }
 
-    /// Folds another task's completions into this one.
+    /// Folds another task's completions into this one (the delivery order
+    /// of several tasks cannot be merged, so it is appended).
     pub fn merge(&mut self, other: &Recorder) {
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.histogram.add(&other.histogram);
@@ -152,11 +214,19 @@ impl Recorder {
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), 0);
+        }
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            *mine += theirs;
+        }
+        self.order.extend_from_slice(&other.order);
     }
 
-    /// Completions per second inside the window.
-    pub fn rate(&self) -> f64 {
-        self.in_window as f64 / self.window.seconds()
+    /// Completions per second inside the window, or inside its first
+    /// `seconds` when the phase finished early.
+    pub fn rate(&self, seconds: Option<f64>) -> f64 {
+        self.in_window as f64 / seconds.unwrap_or(self.window.seconds())
     }
 
     /// Latency percentiles, if any message sent inside the window completed.
@@ -174,114 +244,18 @@ impl Recorder {
     }
 }
 
-/// Paces a producer at a fixed rate, or not at all.
-///
-/// With a rate, each message is stamped with its *intended* send time, so a
-/// stall shows up as latency instead of silently lowering the rate
-/// (no coordinated omission).
-#[derive(Debug)]
-pub struct Pacer {
-    start: Instant,
-    rate: Option<f64>,
-    sent: u64,
-}
-
-impl Pacer {
-    pub fn new(start: Instant, rate: Option<f64>) -> Self {
-        Self { start, rate, sent: 0 }
-    }
-
-    /// Waits for the next send slot and returns its time.
-    pub async fn next(&mut self) -> Instant {
-        let Some(rate) = self.rate else {
-            return Instant::now();
-        };
-        let at = self.start + Duration::from_secs_f64(self.sent as f64 / rate);
-        self.sent += 1;
-        tokio::time::sleep_until(at).await;
-        at
-    }
-}
-
-/// Deliveries counted across a run's consumers, so the run can end as soon
-/// as everything sent has arrived instead of waiting out a fixed drain.
-#[derive(Debug)]
-pub struct Progress {
-    delivered: AtomicU64,
-    target: AtomicU64,
-    reached: Notify,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            delivered: AtomicU64::new(0),
-            target: AtomicU64::new(u64::MAX),
-            reached: Notify::new(),
+/// Deliveries that arrived while a message of strictly higher tag (priority)
+/// was still to come: zero when a backlog was delivered highest priority first.
+pub fn inversions(order: &[u8]) -> u64 {
+    let mut highest_after = 0u8;
+    let mut inverted = 0;
+    for &tag in order.iter().rev() {
+        if tag < highest_after {
+            inverted += 1;
         }
+        highest_after = highest_after.max(tag);
     }
-}
-
-impl Progress {
-    /// A consumer received one message.
-    pub fn delivered_one(&self) {
-        let delivered = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
-        if delivered >= self.target.load(Ordering::SeqCst) {
-            self.reached.notify_waiters();
-        }
-    }
-
-    pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::SeqCst)
-    }
-
-    /// Waits until `target` deliveries have arrived, at most `limit`;
-    /// returns whether they did.
-    pub async fn wait_for(&self, target: u64, limit: Duration) -> bool {
-        let reached = self.reached.notified();
-        tokio::pin!(reached);
-        // Register before publishing the target, so a consumer that crosses
-        // it right after cannot notify before anyone listens.
-        reached.as_mut().enable();
-        self.target.store(target, Ordering::SeqCst);
-        if self.delivered() >= target {
-            return true;
-        }
-        tokio::time::timeout(limit, reached).await.is_ok() || self.delivered() >= target
-    }
-}
-
-/// Awaits publish acks as they come back (in any order) and records
-/// publish→ack latency, until the producer closes the channel and every
-/// pending ack has been answered.
-pub async fn collect_acks<F, E>(
-    mut pending_rx: mpsc::UnboundedReceiver<(Instant, F)>,
-    window: Window,
-) -> Recorder
-where
-    F: Future<Output = Result<(), E>> + Send,
-    E: Display,
-{
-    let mut recorder = Recorder::new(window);
-    let mut pending = FuturesUnordered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            item = pending_rx.recv(), if open => match item {
-                Some((sent_at, ack)) => pending.push(async move {
-                    let outcome = ack.await;
-                    (sent_at, outcome, Instant::now())
-                }),
-                None => open = false,
-            },
-            Some((sent_at, outcome, done_at)) = pending.next(), if !pending.is_empty() => match outcome {
-                Ok(()) => recorder.record(sent_at, done_at),
-                Err(error) => recorder.error(error),
-            },
-            else => break,
-        }
-    }
-    recorder
+    inverted
 }
 
 #[cfg(test)]
@@ -289,7 +263,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_payload_carries_its_send_time() {
+    async fn a_payload_carries_its_send_time_and_tag() {
         let clock = Clock::new();
         let at = Instant::now() + Duration::from_millis(3);
         let payload = clock.payload(at, 128);
@@ -298,6 +272,10 @@ mod tests {
         assert!(back.max(at) - back.min(at) < Duration::from_micros(1));
         assert_eq!(clock.payload(at, 2).len(), 8);
         assert!(clock.sent_at(b"short").is_none());
+        let tagged = clock.tagged_payload(at, 8, 3);
+        assert_eq!(tagged.len(), 9);
+        assert_eq!(Clock::tag(&tagged), Some(3));
+        assert!(clock.sent_at(&tagged).is_some());
     }
 
     #[tokio::test]
@@ -315,60 +293,31 @@ mod tests {
         let p = recorder.percentiles().expect("two samples");
         assert_eq!(p.samples, 2);
         assert!((249..=251).contains(&p.p50_us), "{p:?}");
-        assert!((recorder.rate() - 1.0).abs() < 1e-9);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_pacer_keeps_its_rate() {
-        let start = Instant::now();
-        let mut pacer = Pacer::new(start, Some(1000.0));
-        let mut last = start;
-        for _ in 0..=100 {
-            last = pacer.next().await;
-        }
-        assert_eq!(last - start, Duration::from_millis(100));
-        assert!(Instant::now() >= last);
+        assert!((recorder.rate(None) - 1.0).abs() < 1e-9);
+        assert!((recorder.rate(Some(0.5)) - 4.0).abs() < 1e-9);
+        assert_eq!(recorder.per_second, vec![1, 2, 0, 0, 1]);
     }
 
     #[tokio::test]
-    async fn progress_wakes_the_waiter_when_the_target_is_reached() {
-        let progress = std::sync::Arc::new(Progress::default());
-        let consumer = {
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                for _ in 0..1000 {
-                    progress.delivered_one();
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
-        assert!(progress.wait_for(1000, Duration::from_secs(10)).await);
-        consumer.await.expect("consumer");
-        assert!(!progress.wait_for(2000, Duration::from_millis(10)).await);
+    async fn merged_timelines_add_up() {
+        let window = Window::starting_now(Duration::ZERO, Duration::from_secs(10));
+        let mut a = Recorder::new(window);
+        let mut b = Recorder::new(window);
+        a.count(window.start);
+        b.count(window.start + Duration::from_millis(2500));
+        b.count(window.start);
+        a.merge(&b);
+        assert_eq!(a.per_second, vec![2, 0, 1]);
+        assert_eq!(a.total, 3);
+        assert!(a.percentiles().is_none());
     }
 
-    #[tokio::test]
-    async fn acks_are_collected_in_any_order() {
-        let window = Window::starting_now(Duration::ZERO, Duration::from_secs(60));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let collector = tokio::spawn(collect_acks(rx, window));
-        let (slow_tx, slow_rx) = tokio::sync::oneshot::channel::<()>();
-        let now = Instant::now();
-        tx.send((
-            now,
-            futures::future::Either::Left(async move { slow_rx.await.map_err(|e| e.to_string()) }),
-        ))
-        .expect("send");
-        tx.send((
-            now,
-            futures::future::Either::Right(async { Err("refused".to_owned()) }),
-        ))
-        .expect("send");
-        slow_tx.send(()).expect("slow ack");
-        drop(tx);
-        let recorder = collector.await.expect("collector");
-        assert_eq!(recorder.total, 1);
-        assert_eq!(recorder.errors, 1);
-        assert_eq!(recorder.first_error.as_deref(), Some("refused"));
+    #[test]
+    fn inversions_count_deliveries_that_overtook_a_higher_priority() {
+        assert_eq!(inversions(&[3, 3, 2, 1, 0, 0]), 0);
+        assert_eq!(inversions(&[0, 1, 2, 3]), 3);
+        assert_eq!(inversions(&[3, 0, 2, 1]), 1);
+        assert_eq!(inversions(&[2, 0, 3, 1]), 2);
+        assert_eq!(inversions(&[]), 0);
     }
 }

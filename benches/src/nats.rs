@@ -1,10 +1,10 @@
-//! The scenarios against NATS, through `async-nats`: core NATS for at-most-once, JetStream (file storage, R1) for the durable ones.
+//! The scenarios against NATS, through `async-nats`: core NATS for at-most-once, JetStream (file storage, one replica per server) for the durable ones.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, ContextBuilder};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
@@ -14,38 +14,56 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::measure::{Pacer, Recorder, collect_acks};
-use crate::process::Server;
-use crate::report::{Measured, Outcome};
-use crate::scenario::{ACK_DRAIN, Load, Produced, RunContext, Shape, Spec};
+use crate::deploy::Deployment;
+use crate::flow::collect_acks;
+use crate::load::{ACK_DRAIN, Load, Phase, Produced, RunContext};
+use crate::measure::Recorder;
+use crate::outcome::{Fill, Measured, Outcome};
+use crate::scenario::{Shape, Spec};
 
 /// The stream holding every durable scenario's subjects.
 const STREAM: &str = "BENCH";
-/// The durable pull consumer of the latency scenario.
-const CONSUMER: &str = "bench-latency";
+/// The durable pull consumer of the latency and backlog scenarios.
+const CONSUMER: &str = "bench-durable";
 /// How long one JetStream request or publish ack may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fresh cluster may take before JetStream can place an R3 stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two attempts to create the stream.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Starts a fresh nats-server, runs the scenario against it, and stops it.
+/// Starts fresh nats-servers, runs the scenario against them, and stops them.
 pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
-    let mut server = Server::nats(binary).await?;
-    let outcome = drive(spec, &server).await;
-    let exited = server.exited();
-    let warnings = server.warnings();
-    server.stop().await;
+    let mut deployment = Deployment::nats(binary, spec.name.nodes()).await?;
+    let outcome = async {
+        let shape = spec.name.shape();
+        if shape != Shape::FanOut {
+            create_stream(spec, &mut deployment).await?;
+        }
+        match shape {
+            Shape::Backlog { .. } => backlog(spec, &deployment).await,
+            _ => Ok((drive(spec, &deployment).await?, None)),
+        }
+    }
+    .await;
+    let exited = deployment.exited();
+    let warnings = deployment.warnings();
+    deployment.stop().await;
     if let Some(status) = exited {
         anyhow::bail!(
             "nats-server exited during the run ({status}); log: {:?}",
             warnings.1
         );
     }
-    Ok(outcome?
+    let (outcome, fill) = outcome?;
+    Ok(outcome
         .measured(spec.name.primary())
+        .with_fill(fill)
         .with_server(warnings, Default::default()))
 }
 
-async fn connect(server: &Server) -> anyhow::Result<Client> {
-    async_nats::connect(&server.url)
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    async_nats::connect(url)
         .await
         .context("connecting to nats-server")
 }
@@ -59,118 +77,179 @@ fn jetstream(client: Client, in_flight: usize) -> Context {
         .build(client)
 }
 
-async fn drive(spec: &Spec, server: &Server) -> anyhow::Result<Outcome> {
-    let subject = Subject::from(format!("bench.{}", spec.name.as_str().replace('-', "_")));
-    let shape = spec.name.shape();
-    if shape != Shape::FanOut {
-        let admin = jetstream(connect(server).await?, spec.settings.window);
-        let config = StreamConfig {
-            name: STREAM.to_owned(),
-            subjects: vec!["bench.>".to_owned()],
-            storage: StorageType::File,
-            num_replicas: 1,
+/// Creates the stream (with one replica per server, so R3 on a cluster) and
+/// the durable consumer where the scenario consumes, then points the
+/// clients at the stream's leader. A fresh cluster refuses streams until
+/// JetStream's meta group has a leader and knows every server, so creation
+/// is retried for a while.
+async fn create_stream(spec: &Spec, deployment: &mut Deployment) -> anyhow::Result<()> {
+    let admin = jetstream(connect(deployment.url()).await?, spec.settings.window);
+    let config = StreamConfig {
+        name: STREAM.to_owned(),
+        subjects: vec!["bench.>".to_owned()],
+        storage: StorageType::File,
+        num_replicas: deployment.len(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + STREAM_TIMEOUT;
+    let mut stream = loop {
+        match admin.create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline && deployment.len() > 1 => {
+                tokio::time::sleep(RETRY_INTERVAL).await;
+            }
+            Err(error) => return Err(error).context("creating the stream"),
+        }
+    };
+    if matches!(spec.name.shape(), Shape::DurableLatency | Shape::Backlog { .. }) {
+        let config = pull::Config {
+            durable_name: Some(CONSUMER.to_owned()),
+            ack_policy: AckPolicy::Explicit,
             ..Default::default()
         };
-        let stream = admin.create_stream(config).await.context("creating the stream")?;
-        if shape == Shape::DurableLatency {
-            let config = pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                ack_policy: AckPolicy::Explicit,
-                ..Default::default()
-            };
-            stream
-                .create_consumer(config)
-                .await
-                .context("creating the consumer")?;
+        stream
+            .create_consumer(config)
+            .await
+            .context("creating the consumer")?;
+    }
+    if deployment.len() > 1 {
+        let info = stream.info().await.context("asking for the stream's leader")?;
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        if let Some(leader) = leader {
+            deployment.target_node(&leader);
         }
     }
+    Ok(())
+}
 
-    let mut consumers: Vec<JoinHandle<Recorder>> = Vec::new();
+/// Opens `count` pull consumers on the durable consumer, each with its own connection.
+async fn pull_streams(url: &str, count: usize, batch: usize) -> anyhow::Result<Vec<pull::Stream>> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let js = jetstream(connect(url).await?, batch);
+        let consumer: PullConsumer = js
+            .get_consumer_from_stream(CONSUMER, STREAM)
+            .await
+            .context("opening the consumer")?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .messages()
+            .await
+            .context("pulling messages")?;
+        streams.push(messages);
+    }
+    Ok(streams)
+}
+
+async fn producer_clients(url: &str, count: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(connect(url).await?);
+    }
+    Ok(clients)
+}
+
+/// The scenarios that publish and consume at the same time.
+async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> {
+    let url = deployment.url();
+    let subject = Subject::from(spec.topic());
+    let shape = spec.name.shape();
     let mut core_subscribers = Vec::new();
     let mut durable_streams = Vec::new();
-    for _ in 0..spec.consumers {
-        let client = connect(server).await?;
-        match shape {
-            Shape::FanOut => {
+    match shape {
+        Shape::FanOut => {
+            for _ in 0..spec.consumers {
+                let client = connect(url).await?;
                 let subscriber = client.subscribe(subject.clone()).await.context("subscribing")?;
                 // The server has the subscription once the flush returns.
                 client.flush().await.context("flushing the subscription")?;
                 core_subscribers.push((client, subscriber));
             }
-            Shape::DurableLatency => {
-                let js = jetstream(client, spec.settings.window);
-                let consumer: async_nats::jetstream::consumer::PullConsumer = js
-                    .get_consumer_from_stream(CONSUMER, STREAM)
-                    .await
-                    .context("opening the consumer")?;
-                let messages = consumer
-                    .stream()
-                    .max_messages_per_batch(spec.settings.window)
-                    .messages()
-                    .await
-                    .context("pulling messages")?;
-                durable_streams.push(messages);
-            }
-            Shape::DurablePublish { .. } => {}
         }
+        Shape::DurableLatency => {
+            durable_streams = pull_streams(url, spec.consumers, spec.settings.window).await?;
+        }
+        Shape::DurablePublish { .. } | Shape::Backlog { .. } => {}
     }
-    let mut producer_clients = Vec::new();
-    for _ in 0..spec.settings.producers {
-        producer_clients.push(connect(server).await?);
-    }
+    let clients = producer_clients(url, spec.settings.producers).await?;
 
-    let load = Load::begin(spec, server.pid());
+    let load = Load::begin(spec, deployment.pids(), Phase::Steady);
+    let mut consumers: Vec<JoinHandle<Recorder>> = Vec::new();
     for (client, subscriber) in core_subscribers {
         consumers.push(tokio::spawn(consume_core(client, subscriber, load.context())));
     }
     for messages in durable_streams {
-        consumers.push(tokio::spawn(consume_durable(messages, load.context())));
+        consumers.push(tokio::spawn(consume_durable(messages, load.context(), false)));
     }
-    let producers = producer_clients
+    let with_ids = shape == (Shape::DurablePublish { exactly_once: true });
+    let producers = clients
         .into_iter()
         .enumerate()
-        .map(|(index, client)| {
-            let context = load.context();
-            match shape {
-                Shape::FanOut => tokio::spawn(produce_core(client, context, subject.clone())),
-                Shape::DurablePublish { exactly_once } => tokio::spawn(produce_jetstream(
-                    client,
-                    context,
-                    subject.clone(),
-                    exactly_once,
-                    index,
-                )),
-                Shape::DurableLatency => {
-                    tokio::spawn(produce_jetstream(client, context, subject.clone(), false, index))
-                }
-            }
+        .map(|(index, client)| match shape {
+            Shape::FanOut => tokio::spawn(produce_core(client, load.context(), subject.clone())),
+            _ => tokio::spawn(produce_jetstream(
+                client,
+                load.context(),
+                subject.clone(),
+                with_ids,
+                index,
+            )),
         })
         .collect();
     load.finish(producers, consumers, spec.fanout()).await
 }
 
+/// The backlog scenarios: publish the backlog (every publish acked means
+/// stored), then consume and ack it.
+async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcome, Option<Fill>)> {
+    let url = deployment.url();
+    let subject = Subject::from(spec.topic());
+    let clients = producer_clients(url, spec.settings.producers).await?;
+    let load = Load::begin(spec, deployment.pids(), Phase::Fill);
+    let producers = clients
+        .into_iter()
+        .enumerate()
+        .map(|(index, client)| {
+            tokio::spawn(produce_jetstream(
+                client,
+                load.context(),
+                subject.clone(),
+                false,
+                index,
+            ))
+        })
+        .collect();
+    let filled = load.finish(producers, Vec::new(), 0).await?;
+    let expected = filled.published();
+
+    let streams = pull_streams(url, spec.consumers, spec.settings.window).await?;
+    let load = Load::begin(spec, deployment.pids(), Phase::Drain { expected });
+    let consumers = streams
+        .into_iter()
+        .map(|messages| tokio::spawn(consume_durable(messages, load.context(), true)))
+        .collect();
+    let drained = load.finish(Vec::new(), consumers, 1).await?;
+    Ok((drained, Some(filled.fill())))
+}
+
 /// Core NATS publishes: no ack, so the rate is what the client sends.
 async fn produce_core(client: Client, context: RunContext, subject: Subject) -> anyhow::Result<Produced> {
-    let mut pacer = Pacer::new(context.window.start, context.rate);
-    let (mut sent, mut sent_in_window) = (0u64, 0u64);
-    loop {
-        let at = pacer.next().await;
-        if at >= context.window.stop_at {
-            break;
-        }
+    let mut pacer = context.pacer();
+    let mut sent_in_window = 0u64;
+    while let Some(at) = pacer.next().await {
         let payload = context.clock.payload(at, context.message_size);
         client
             .publish(subject.clone(), payload)
             .await
             .context("publishing")?;
-        sent += 1;
         if context.window.contains(at) {
             sent_in_window += 1;
         }
     }
     client.flush().await.context("flushing the publishes")?;
     Ok(Produced {
-        sent,
+        sent: pacer.sent(),
         sent_in_window,
         acks: None,
     })
@@ -187,15 +266,16 @@ async fn produce_jetstream(
     let js = jetstream(client, context.in_flight);
     let (pending, pending_rx) = mpsc::unbounded_channel();
     let acks = tokio::spawn(collect_acks(pending_rx, context.window));
-    let mut pacer = Pacer::new(context.window.start, context.rate);
-    let (mut sent, mut sent_in_window) = (0u64, 0u64);
+    let mut pacer = context.pacer();
+    let mut sent_in_window = 0u64;
     let mut refused = Recorder::new(context.window);
-    loop {
-        let at = pacer.next().await;
-        if at >= context.window.stop_at {
-            break;
-        }
-        let mut publish = PublishMessage::build().payload(context.clock.payload(at, context.message_size));
+    while let Some(at) = pacer.next().await {
+        let sent = pacer.sent() - 1;
+        let payload = match context.priority_of(sent) {
+            Some(tag) => context.clock.tagged_payload(at, context.message_size, tag),
+            None => context.clock.payload(at, context.message_size),
+        };
+        let mut publish = PublishMessage::build().payload(payload);
         if with_ids {
             publish = publish.message_id(format!("p{producer}-{sent}"));
         }
@@ -206,7 +286,6 @@ async fn produce_jetstream(
             }
             Err(error) => refused.error(error),
         }
-        sent += 1;
         if context.window.contains(at) {
             sent_in_window += 1;
         }
@@ -217,7 +296,7 @@ async fn produce_jetstream(
         .with_context(|| format!("JetStream did not ack every publish within {ACK_DRAIN:?}"))??;
     acks.merge(&refused);
     Ok(Produced {
-        sent,
+        sent: pacer.sent(),
         sent_in_window,
         acks: Some(acks),
     })
@@ -236,10 +315,7 @@ async fn consume_core(
             biased;
             _ = stop.changed() => break,
             item = subscriber.next() => match item {
-                Some(message) => {
-                    record(&mut recorder, &context, &message.payload);
-                    context.progress.delivered_one();
-                }
+                Some(message) => context.delivered(&mut recorder, &message.payload, false),
                 None => break,
             },
         }
@@ -250,7 +326,7 @@ async fn consume_core(
 }
 
 /// Receives and acks from the durable pull consumer until told to stop.
-async fn consume_durable(mut messages: pull::Stream, context: RunContext) -> Recorder {
+async fn consume_durable(mut messages: pull::Stream, context: RunContext, backlog: bool) -> Recorder {
     let mut recorder = Recorder::new(context.window);
     let mut stop = context.stop.clone();
     loop {
@@ -259,11 +335,10 @@ async fn consume_durable(mut messages: pull::Stream, context: RunContext) -> Rec
             _ = stop.changed() => break,
             item = messages.next() => match item {
                 Some(Ok(message)) => {
-                    record(&mut recorder, &context, &message.payload);
+                    context.delivered(&mut recorder, &message.payload, backlog);
                     if let Err(error) = message.ack().await {
                         recorder.error(error);
                     }
-                    context.progress.delivered_one();
                 }
                 Some(Err(error)) => recorder.error(error),
                 None => break,
@@ -271,12 +346,4 @@ async fn consume_durable(mut messages: pull::Stream, context: RunContext) -> Rec
         }
     }
     recorder
-}
-
-fn record(recorder: &mut Recorder, context: &RunContext, payload: &[u8]) {
-    let now = Instant::now();
-    match context.clock.sent_at(payload) {
-        Some(sent_at) => recorder.record(sent_at, now),
-        None => recorder.error("a delivery without a send time"),
-    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long a broker may take to become ready.
@@ -17,7 +18,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// How long one HTTP probe may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many warning lines of a server log go into the report.
-const MAX_LOG_LINES: usize = 5;
+pub const MAX_LOG_LINES: usize = 5;
 /// Prefixes of the Hermod metrics kept in the report.
 const KEPT_METRICS: [&str; 5] = [
     "hermod_messages_dropped_total",
@@ -27,6 +28,60 @@ const KEPT_METRICS: [&str; 5] = [
     "hermod_publish_to_ack_seconds_count",
 ];
 
+/// The name of the NATS cluster the harness forms.
+const NATS_CLUSTER: &str = "bench";
+/// Attempts to find distinct free ports before giving up.
+const PORT_ATTEMPTS: usize = 100;
+
+/// The loopback ports of one broker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// Clients (and, for Hermod, peers).
+    pub client: u16,
+    /// Health and metrics over HTTP.
+    pub http: u16,
+    /// NATS routes between servers (unused by Hermod, whose peers use `client`).
+    pub cluster: u16,
+}
+
+impl Ports {
+    /// Ports for `count` processes, all distinct and free right now.
+    pub fn distinct(count: usize) -> anyhow::Result<Vec<Ports>> {
+        let mut found: Vec<u16> = Vec::with_capacity(3 * count);
+        for _ in 0..PORT_ATTEMPTS {
+            if found.len() == 3 * count {
+                break;
+            }
+            let port = free_port()?;
+            if !found.contains(&port) {
+                found.push(port);
+            }
+        }
+        anyhow::ensure!(
+            found.len() == 3 * count,
+            "could not find {} distinct free ports",
+            3 * count
+        );
+        Ok(found
+            .chunks(3)
+            .map(|p| Ports {
+                client: p[0],
+                http: p[1],
+                cluster: p[2],
+            })
+            .collect())
+    }
+}
+
+/// How one node of a cluster finds the others.
+#[derive(Debug, Clone)]
+pub struct Peering {
+    /// This node's place in the cluster, from 0.
+    pub index: usize,
+    /// The ports of every other node.
+    pub seeds: Vec<Ports>,
+}
+
 /// A broker process, killed when dropped, with a data directory and a log
 /// removed with it.
 #[derive(Debug)]
@@ -34,6 +89,8 @@ pub struct Server {
     child: Child,
     /// The client address: `http://127.0.0.1:PORT` for Hermod, `nats://127.0.0.1:PORT` for NATS.
     pub url: String,
+    /// `hermod-N` or `nats-N` (NATS's server name, which JetStream reports as a stream's leader).
+    pub name: String,
     /// The HTTP port of health and metrics.
     pub http_port: u16,
     log: PathBuf,
@@ -41,34 +98,57 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `hermod serve` on fresh storage (fsync on, the default) and waits until it is ready.
-    pub async fn hermod(binary: &Path) -> anyhow::Result<Self> {
+    /// Starts `hermod serve` on fresh storage (fsync on, the default) on
+    /// `ports`; in a cluster, `peer` says how it finds the others. Does not
+    /// wait: see [`wait_ready`](Self::wait_ready).
+    pub fn spawn_hermod(binary: &Path, ports: Ports, peer: Option<Peering>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             binary.is_file(),
             "no hermod binary at {} (build it with `cargo build --release -p hermod-broker --bin hermod`, or pass --hermod-bin)",
             binary.display()
         );
         let dir = tempfile::Builder::new().prefix("hermod-bench-").tempdir()?;
-        let (grpc_port, admin_port) = (free_port()?, free_port()?);
         let mut command = Command::new(binary);
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen")
-            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg(format!("127.0.0.1:{}", ports.client))
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin_port}"))
-            .env("RUST_LOG", "warn");
-        let url = format!("http://127.0.0.1:{grpc_port}");
-        Self::start(command, dir, url, admin_port, "/health/ready").await
+            .arg(format!("127.0.0.1:{}", ports.http));
+        if let Some(peer) = &peer {
+            let seeds: Vec<String> = peer
+                .seeds
+                .iter()
+                .map(|p| format!("127.0.0.1:{}", p.client))
+                .collect();
+            command
+                .arg("--node-id")
+                .arg((peer.index + 1).to_string())
+                .arg("--join")
+                .arg(seeds.join(","))
+                .arg("--expect-nodes")
+                .arg((peer.seeds.len() + 1).to_string());
+        }
+        // Settings of the caller's environment (HERMOD_FSYNC, ...) must not change what is measured.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HERMOD_") {
+                command.env_remove(key);
+            }
+        }
+        command.env("RUST_LOG", "warn");
+        let url = format!("http://127.0.0.1:{}", ports.client);
+        let name = format!("hermod-{}", peer.map_or(0, |p| p.index));
+        Self::spawn(command, dir, url, name, ports.http)
     }
 
     /// Starts `nats-server` with JetStream (default settings, file store in a
-    /// fresh directory) and waits until it is healthy.
-    pub async fn nats(binary: &Path) -> anyhow::Result<Self> {
+    /// fresh directory) on `ports`; in a cluster, with routes to the `peer`s.
+    /// Does not wait: see [`wait_ready`](Self::wait_ready).
+    pub fn spawn_nats(binary: &Path, ports: Ports, peer: Option<Peering>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("nats-bench-").tempdir()?;
-        let (port, monitor_port) = (free_port()?, free_port()?);
+        let name = format!("nats-{}", peer.as_ref().map_or(0, |p| p.index));
         let mut command = Command::new(binary);
         command
             .arg("-js")
@@ -77,19 +157,35 @@ impl Server {
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")
-            .arg(port.to_string())
+            .arg(ports.client.to_string())
             .arg("-m")
-            .arg(monitor_port.to_string());
-        let url = format!("nats://127.0.0.1:{port}");
-        Self::start(command, dir, url, monitor_port, "/healthz").await
+            .arg(ports.http.to_string())
+            .arg("-n")
+            .arg(&name);
+        if let Some(peer) = &peer {
+            let routes: Vec<String> = peer
+                .seeds
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{}", p.cluster))
+                .collect();
+            command
+                .arg("--cluster_name")
+                .arg(NATS_CLUSTER)
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", ports.cluster))
+                .arg("--routes")
+                .arg(routes.join(","));
+        }
+        let url = format!("nats://127.0.0.1:{}", ports.client);
+        Self::spawn(command, dir, url, name, ports.http)
     }
 
-    async fn start(
+    fn spawn(
         mut command: Command,
         dir: tempfile::TempDir,
         url: String,
+        name: String,
         http_port: u16,
-        ready_path: &str,
     ) -> anyhow::Result<Self> {
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log)?;
@@ -101,21 +197,31 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {program}"))?;
-        let mut server = Self {
+        Ok(Self {
             child,
             url,
+            name,
             http_port,
             log,
             _dir: dir,
-        };
-        server
-            .wait_ready(ready_path)
-            .await
-            .with_context(|| format!("{program}: {}", server.log_tail()))?;
-        Ok(server)
+        })
     }
 
-    async fn wait_ready(&mut self, path: &str) -> anyhow::Result<()> {
+    /// Waits until the server answers 200 on its readiness path (Hermod:
+    /// `/health/ready`, which needs a quorum; NATS: `/healthz`).
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let path = if self.url.starts_with("nats:") {
+            "/healthz"
+        } else {
+            "/health/ready"
+        };
+        let name = self.name.clone();
+        self.poll_ready(path)
+            .await
+            .with_context(|| format!("{name}: {}", self.log_tail()))
+    }
+
+    async fn poll_ready(&mut self, path: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -236,21 +342,31 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// Samples the CPU time of the server and of this process at the start and
-/// end of the measured window; returns both as percentages of one core.
+/// Samples the CPU time of the servers and of this process at the start
+/// and end of the measured window (or when `ended` turns true, if sooner);
+/// returns both as percentages of one core (the servers' added up).
 pub async fn cpu_during(
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     from: Instant,
     until: Instant,
+    mut ended: watch::Receiver<bool>,
 ) -> (Option<f64>, Option<f64>) {
     let own = std::process::id();
+    let servers = || -> Option<Duration> {
+        let times: Option<Vec<Duration>> = server_pids.iter().map(|pid| cpu_time(*pid)).collect();
+        times.filter(|t| !t.is_empty()).map(|t| t.into_iter().sum())
+    };
     tokio::time::sleep_until(from).await;
-    let before = (server_pid.and_then(cpu_time), cpu_time(own));
-    tokio::time::sleep_until(until).await;
-    let after = (server_pid.and_then(cpu_time), cpu_time(own));
-    let span = (until - from).as_secs_f64();
+    let before = (servers(), cpu_time(own));
+    let end = tokio::select! {
+        _ = tokio::time::sleep_until(until) => until,
+        _ = ended.changed() => Instant::now().min(until),
+    };
+    let after = (servers(), cpu_time(own));
+    let span = (end - from).as_secs_f64();
     let percent = |a: Option<Duration>, b: Option<Duration>| {
-        Some(((b? - a?).as_secs_f64() / span * 1000.0).round() / 10.0)
+        let used = b?.checked_sub(a?)?.as_secs_f64();
+        (span > 0.0).then(|| (used / span * 1000.0).round() / 10.0)
     };
     (percent(before.0, after.0), percent(before.1, after.1))
 }
@@ -263,5 +379,10 @@ mod tests {
     fn this_process_has_a_cpu_time() {
         assert!(cpu_time(std::process::id()).is_some());
         assert!(free_port().expect("port") > 0);
+        let ports = Ports::distinct(3).expect("ports");
+        let mut all: Vec<u16> = ports.iter().flat_map(|p| [p.client, p.http, p.cluster]).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 9);
     }
 }
