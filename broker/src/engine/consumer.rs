@@ -14,7 +14,7 @@ use crate::domain::SubscriptionName;
 use crate::domain::limits::MAX_CONSUMER_CREDIT;
 use crate::error::BrokerError;
 
-use super::{Broker, CONSUMER_BUFFER_BATCHES, Delivery, Input};
+use super::{Broker, CONSUMER_BUFFER_BATCHES, Delivery, Input, now_ms};
 
 /// How long one pull through the leader waits for deliveries.
 pub const PULL_WAIT_MS: u64 = 500;
@@ -138,9 +138,20 @@ impl Session {
     }
 
     /// Sends a batch on; false when the consumer is gone.
-    async fn deliver(&mut self, batch: Vec<Delivery>) -> bool {
+    async fn deliver(&mut self, mut batch: Vec<Delivery>) -> bool {
         self.outstanding = self.outstanding.saturating_sub(batch.len() as u32);
-        self.out.send(Ok(batch)).await.is_ok()
+        // A delivery may wait here, or at the leader for a pull that a
+        // partition delays, past its message's expiry: it is never handed
+        // out then. Its lease runs out and the queue expires it; the credit
+        // it used is granted again.
+        let now = now_ms();
+        let before = batch.len();
+        batch.retain(|d| !d.message.is_expired(now));
+        let expired = (before - batch.len()) as u32;
+        if expired > 0 {
+            self.credit.grant(expired);
+        }
+        batch.is_empty() || self.out.send(Ok(batch)).await.is_ok()
     }
 
     /// Ends the stream with `error`, for errors a new attachment cannot fix.
