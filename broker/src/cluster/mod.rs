@@ -197,6 +197,23 @@ impl Consensus {
         *self.inner.leading.borrow()
     }
 
+    /// True while this node leads and a quorum acknowledged it within one
+    /// election timeout. Followers refuse to vote for that long after they
+    /// last heard from a leader, so no later leader can exist yet: leases
+    /// granted now cannot overlap those of a newer term. A leader cut off
+    /// in a minority stops handing out messages once this turns false.
+    pub fn leads_with_quorum(&self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let limit = self.options().election_timeout_ms;
+        self.raft()
+            .metrics()
+            .borrow()
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms < limit)
+    }
+
     /// Changes to true when this node becomes leader, to false when it stops leading.
     pub fn leadership(&self) -> watch::Receiver<bool> {
         self.inner.leading.clone()

@@ -12,7 +12,9 @@ use crate::cluster::Consensus;
 use crate::domain::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
 use crate::domain::{DeliveryGuarantee, MessageKey, Settle, SubscriptionName, SubscriptionSettings};
 use crate::error::BrokerError;
-use crate::semantics::{ConsumerId, Entry, Lease, LeaseId, QueueConfig, SubscriptionQueue};
+use crate::semantics::{
+    Claimed, ConsumerId, Entry, Lease, LeaseId, QueueConfig, SettleError, SubscriptionQueue,
+};
 use crate::state::{Command, Reader, StoredRef};
 
 use super::clock::now_ms;
@@ -41,10 +43,15 @@ pub enum Input {
         key: MessageKey,
         lease_id: LeaseId,
         settle: Settle,
-        reply: oneshot::Sender<Result<Option<Lease>, BrokerError>>,
+        reply: oneshot::Sender<Result<Option<Claimed>, BrokerError>>,
+    },
+    /// An ack of a lease granted before a restart or leader change.
+    Claim {
+        key: MessageKey,
+        reply: oneshot::Sender<Result<Option<Claimed>, BrokerError>>,
     },
     /// An ack whose commit failed: the message is pending again.
-    Restore(Lease),
+    Restore(Claimed),
     Info(oneshot::Sender<(usize, usize, usize)>),
     /// The subscription was deleted.
     Shutdown,
@@ -201,15 +208,10 @@ impl Dispatcher {
             } => {
                 let _ = reply.send(self.settle(&key, lease_id, settle));
             }
-            Input::Restore(lease) => {
-                let entry = Entry {
-                    key: lease.key,
-                    priority: lease.priority,
-                    not_before_ms: 0,
-                    expires_at_ms: None,
-                };
-                self.queue.push(entry, lease.attempt);
+            Input::Claim { key, reply } => {
+                let _ = reply.send(self.queue.claim(&key).map_err(stale));
             }
+            Input::Restore(claimed) => self.queue.push(claimed.entry, claimed.attempts),
             Input::Info(reply) => {
                 let _ = reply.send((self.queue.backlog(), self.queue.in_flight(), self.consumers.len()));
             }
@@ -228,15 +230,14 @@ impl Dispatcher {
         key: &MessageKey,
         lease_id: LeaseId,
         settle: Settle,
-    ) -> Result<Option<Lease>, BrokerError> {
-        let stale = |e: crate::semantics::SettleError| {
-            BrokerError::FailedPrecondition(format!(
-                "ack_token: {e}: the lease expired, the message was redelivered, or it was settled already"
-            ))
-        };
+    ) -> Result<Option<Claimed>, BrokerError> {
         let now = now_ms();
         match settle {
-            Settle::Ack => self.queue.ack(key, lease_id).map(Some).map_err(stale),
+            Settle::Ack => self
+                .queue
+                .ack(key, lease_id)
+                .map(|lease| Some(Claimed::from(lease)))
+                .map_err(stale),
             Settle::Nack(delay) => {
                 metrics::counter!(crate::metrics::NACKED).increment(1);
                 self.queue
@@ -259,6 +260,11 @@ impl Dispatcher {
 
     /// Hands ready messages to consumers with credit, round robin.
     fn pump(&mut self) {
+        // A leader cut off from its quorum may already have a successor
+        // that redelivers these messages: it hands nothing out meanwhile.
+        if !self.consensus.leads_with_quorum() {
+            return;
+        }
         let now = now_ms();
         let ids: Vec<ConsumerId> = self.consumers.keys().copied().collect();
         if ids.is_empty() {
@@ -403,4 +409,11 @@ impl Dispatcher {
         metrics::gauge!(crate::metrics::BACKLOG, &labels).set(self.queue.backlog() as f64);
         metrics::gauge!(crate::metrics::IN_FLIGHT, &labels).set(self.queue.in_flight() as f64);
     }
+}
+
+/// A settle the queue refused: the token's lease is over.
+fn stale(error: SettleError) -> BrokerError {
+    BrokerError::FailedPrecondition(format!(
+        "ack_token: {error}: the lease expired, the message was redelivered, or it was settled already"
+    ))
 }

@@ -10,7 +10,7 @@ use crate::cluster::{PEER_CALL_TIMEOUT_MS, PROPOSE_TIMEOUT_MS, RelayReply, Relay
 use crate::domain::limits::MAX_SETTLE_BATCH;
 use crate::domain::{MessageKey, SubscriptionName};
 use crate::error::BrokerError;
-use crate::semantics::Lease;
+use crate::semantics::Claimed;
 use crate::state::{Command, Response};
 
 use super::{AckToken, Broker, Input, Settle};
@@ -62,7 +62,7 @@ impl Broker {
     ) -> Vec<Result<(), BrokerError>> {
         let mut results: Vec<Result<(), BrokerError>> = Vec::with_capacity(tokens.len());
         // Acks validated against their lease, grouped per subscription for one commit each.
-        let mut to_commit: BTreeMap<SubscriptionName, Vec<(usize, MessageKey, Option<Lease>)>> =
+        let mut to_commit: BTreeMap<SubscriptionName, Vec<(usize, MessageKey, Option<Claimed>)>> =
             BTreeMap::new();
         for (index, text) in tokens.iter().enumerate() {
             let token = match AckToken::decode(&format!("{field}[{index}]"), text) {
@@ -75,11 +75,11 @@ impl Broker {
             let is_ack = matches!(settle, Settle::Ack);
             let named = |e: BrokerError| name_token(e, &format!("{field}[{index}]"));
             match self.settle_one(&token, settle).await.map_err(named) {
-                Ok(lease) if is_ack => {
+                Ok(claimed) if is_ack => {
                     to_commit.entry(token.subscription.clone()).or_default().push((
                         index,
                         token.key.clone(),
-                        lease,
+                        claimed,
                     ));
                     results.push(Ok(()));
                 }
@@ -93,25 +93,30 @@ impl Broker {
         results
     }
 
-    /// Checks a token against its lease. Tokens of an earlier incarnation
-    /// have no lease to check: their acks are committed as they are.
-    async fn settle_one(&self, token: &AckToken, settle: Settle) -> Result<Option<Lease>, BrokerError> {
+    /// Checks a token against its lease. A token of an earlier incarnation
+    /// (before a restart or a leader change) has no lease here: its ack
+    /// holds while the message still waits, not once it was redelivered.
+    async fn settle_one(&self, token: &AckToken, settle: Settle) -> Result<Option<Claimed>, BrokerError> {
         let inbox = self.inbox_or_redirect(&token.subscription, "ack_token")?;
-        if token.epoch != self.inner.epoch.load(std::sync::atomic::Ordering::Relaxed) {
-            return match settle {
-                Settle::Ack => Ok(None),
-                _ => Err(BrokerError::FailedPrecondition(
-                    "ack_token: the lease was granted before the broker restarted; only ack is possible"
-                        .into(),
-                )),
-            };
-        }
         let (reply, answer) = oneshot::channel();
-        let input = Input::Settle {
-            key: token.key.clone(),
-            lease_id: token.lease_id,
-            settle,
-            reply,
+        let current = token.epoch == self.inner.epoch.load(std::sync::atomic::Ordering::Relaxed);
+        let input = match settle {
+            _ if current => Input::Settle {
+                key: token.key.clone(),
+                lease_id: token.lease_id,
+                settle,
+                reply,
+            },
+            Settle::Ack => Input::Claim {
+                key: token.key.clone(),
+                reply,
+            },
+            _ => {
+                return Err(BrokerError::FailedPrecondition(
+                    "ack_token: the lease was granted before a restart or a leader change; only ack is possible"
+                        .into(),
+                ));
+            }
         };
         inbox
             .send(input)
@@ -121,14 +126,16 @@ impl Broker {
             .await
             .map_err(|_| BrokerError::Unavailable("the subscription is shutting down".into()))?;
         match outcome {
-            // A repeated ack of a message already acked is confirmed again:
-            // a client retrying a lost answer must learn it succeeded.
+            // A repeated ack of a message already acked (or since removed by
+            // retention) is confirmed again: a client retrying a lost answer
+            // must learn it succeeded.
             Err(BrokerError::FailedPrecondition(_))
-                if self
-                    .inner
-                    .reader
-                    .is_acked(&token.subscription, &token.key)
-                    .unwrap_or(false) =>
+                if matches!(settle, Settle::Ack)
+                    && self
+                        .inner
+                        .reader
+                        .is_settled(&token.subscription, &token.key)
+                        .unwrap_or(false) =>
             {
                 Ok(None)
             }
@@ -139,7 +146,7 @@ impl Broker {
     async fn commit_acks(
         &self,
         subscription: SubscriptionName,
-        acks: Vec<(usize, MessageKey, Option<Lease>)>,
+        acks: Vec<(usize, MessageKey, Option<Claimed>)>,
         results: &mut [Result<(), BrokerError>],
     ) {
         let keys = acks.iter().map(|(_, key, _)| key.clone()).collect();
@@ -162,10 +169,10 @@ impl Broker {
         };
         // Not committed: the messages are pending again and the caller is told.
         let inbox = self.inbox(&subscription);
-        for (index, _, lease) in acks {
+        for (index, _, claimed) in acks {
             results[index] = Err(failure.clone());
-            if let (Some(inbox), Some(lease)) = (&inbox, lease) {
-                let _ = inbox.send(Input::Restore(lease)).await;
+            if let (Some(inbox), Some(claimed)) = (&inbox, claimed) {
+                let _ = inbox.send(Input::Restore(claimed)).await;
             }
         }
     }

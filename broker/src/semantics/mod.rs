@@ -42,5 +42,7 @@ mod tests;
 
 pub use backoff::redelivery_delay_ms;
 pub use queue::SubscriptionQueue;
-pub use types::{ConsumerId, DeadLetter, DeadReason, Entry, Lease, LeaseId, QueueConfig, SettleError};
+pub use types::{
+    Claimed, ConsumerId, DeadLetter, DeadReason, Entry, Lease, LeaseId, QueueConfig, SettleError,
+};
 pub use weighted::{WeightedRoundRobin, priority_weight};

@@ -2,7 +2,9 @@
 
 use super::backoff::redelivery_delay_ms;
 use super::store::{Order, Slot, State, Store};
-use super::types::{ConsumerId, DeadLetter, DeadReason, Entry, Lease, LeaseId, QueueConfig, SettleError};
+use super::types::{
+    Claimed, ConsumerId, DeadLetter, DeadReason, Entry, Lease, LeaseId, QueueConfig, SettleError,
+};
 use super::weighted::WeightedRoundRobin;
 use crate::domain::limits::{MAX_ACK_DEADLINE_MS, MAX_DELAY_MS};
 use crate::domain::{MessageKey, Priority, PriorityPolicy};
@@ -145,6 +147,34 @@ impl SubscriptionQueue {
         let (order, _) = self.leased(key, lease_id)?;
         let (slot, state) = self.store.remove(order).ok_or(SettleError::NotInFlight)?;
         lease_of(&slot, state).ok_or(SettleError::NotInFlight)
+    }
+
+    /// Settles a message on an ack whose lease this queue never granted (one
+    /// granted before a restart or a leader change). While the message waits
+    /// here the old lease may still be honoured; once it was handed out again
+    /// under a lease of this queue, the old lease is over and the ack is
+    /// refused, so a confirmed ack is never followed by a redelivery.
+    /// `Ok(None)` when the message is not queued here at all.
+    pub fn claim(&mut self, key: &MessageKey) -> Result<Option<Claimed>, SettleError> {
+        let Some(order) = self.store.order_of(key) else {
+            return Ok(None);
+        };
+        let due_ms = match self.store.state(order) {
+            Some(State::Waiting { due_ms }) => due_ms,
+            Some(State::Ready) => 0,
+            Some(State::InFlight { .. }) | None => return Err(SettleError::NotInFlight),
+        };
+        let (slot, _) = self.store.remove(order).ok_or(SettleError::NotInFlight)?;
+        let entry = Entry {
+            key: slot.key,
+            priority: slot.priority,
+            not_before_ms: due_ms,
+            expires_at_ms: slot.expires_at_ms,
+        };
+        Ok(Some(Claimed {
+            entry,
+            attempts: slot.attempts,
+        }))
     }
 
     /// Failed attempt: redeliver after `delay_ms` if given (at most

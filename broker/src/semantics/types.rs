@@ -72,6 +72,30 @@ impl From<&Message> for Entry {
     }
 }
 
+/// A message taken out of the queue for an ack being committed, to be
+/// pushed back (with its attempts) should the commit fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub entry: Entry,
+    pub attempts: u32,
+}
+
+impl From<Lease> for Claimed {
+    /// A lease knows no expiry: a restored lease is ready at once and its
+    /// expiry is checked again when it is loaded for delivery.
+    fn from(lease: Lease) -> Self {
+        Self {
+            entry: Entry {
+                key: lease.key,
+                priority: lease.priority,
+                not_before_ms: 0,
+                expires_at_ms: None,
+            },
+            attempts: lease.attempt,
+        }
+    }
+}
+
 /// One delivery attempt handed to a consumer. It stays valid until it is
 /// settled (ack, nack, reject), its consumer is released, or its deadline is
 /// processed by `tick`.

@@ -95,6 +95,27 @@ impl Reader {
         Ok(self.store().get(Cf::Acks, &marker)?.is_some())
     }
 
+    /// Whether `subscription` can never receive `key` again: it acked it,
+    /// or the message was published and is no longer stored (retention
+    /// removed it, and with it the ack marker). A repeated ack of such a
+    /// key is confirmed: the client learns that nothing will come again.
+    pub fn is_settled(
+        &self,
+        subscription: &SubscriptionName,
+        key: &MessageKey,
+    ) -> Result<bool, StorageError> {
+        if self.is_acked(subscription, key)? {
+            return Ok(true);
+        }
+        let published = self
+            .machine
+            .catalog()
+            .topics
+            .get(&key.topic)
+            .is_some_and(|record| key.sequence < record.next_sequence);
+        Ok(published && self.message(key)?.is_none())
+    }
+
     /// Where `subscription` starts reading `topic` (1 when it was created after the subscription).
     pub fn cursor(
         &self,

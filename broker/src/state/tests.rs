@@ -1352,6 +1352,17 @@ fn interest_retention_deletes_a_message_once_every_subscription_acked_it() {
     }));
     assert_eq!(h.stored_sequences("t"), vec![2]);
     assert_eq!(h.topic_record("t").unwrap().first_sequence, 2);
+    // The ack markers went with the message; a repeated ack is still settled.
+    assert!(!h.reader.is_acked(&sub("a"), &key("t", 1)).unwrap());
+    assert!(h.reader.is_settled(&sub("a"), &key("t", 1)).unwrap());
+    assert!(
+        !h.reader.is_settled(&sub("b"), &key("t", 2)).unwrap(),
+        "b still wants 2"
+    );
+    assert!(
+        !h.reader.is_settled(&sub("a"), &key("t", 3)).unwrap(),
+        "3 was never published"
+    );
     // Dead-lettering settles a message too.
     assert!(h.dead_letter("b", key("t", 2), DeadReason::Rejected, 1, 23));
     h.sweep(24);

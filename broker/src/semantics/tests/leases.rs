@@ -1,7 +1,7 @@
 //! Leases and settling: ack, nack, reject, extend, stale ids, max deliveries, consumers, removal.
 
 use super::*;
-use crate::domain::Priority::Normal;
+use crate::domain::Priority::{High, Normal};
 use crate::domain::{Message, Pattern, SubscriptionSettings};
 use crate::semantics::{DeadLetter, DeadReason, Lease, SettleError};
 
@@ -320,7 +320,7 @@ fn settings_messages_and_reasons_convert() {
         sequence: 42,
         payload: bytes::Bytes::from_static(b"payload"),
         headers: Default::default(),
-        priority: crate::domain::Priority::High,
+        priority: High,
         publish_time_ms: 10,
         expires_at_ms: Some(99),
         not_before_ms: 20,
@@ -334,6 +334,58 @@ fn settings_messages_and_reasons_convert() {
             entry.not_before_ms,
             entry.expires_at_ms
         ),
-        (key(42), crate::domain::Priority::High, 20, Some(99))
+        (key(42), High, 20, Some(99))
     );
+}
+
+#[test]
+fn an_ack_from_before_a_leader_change_claims_a_waiting_message_once() {
+    use crate::semantics::{Claimed, Entry};
+    let mut q = queue();
+    // After a leader change an exactly-once message waits out one deadline.
+    let waiting = Entry {
+        not_before_ms: 1_000,
+        expires_at_ms: Some(9_000),
+        ..entry(1, High)
+    };
+    q.push(waiting.clone(), 1);
+    q.push(entry(2, Normal), 0);
+    let claimed = q.claim(&key(1)).expect("a waiting message can be claimed");
+    assert_eq!(
+        claimed,
+        Some(Claimed {
+            entry: waiting,
+            attempts: 1
+        }),
+        "the claim keeps what a restore needs: due time, expiry, attempts"
+    );
+    assert_eq!(q.claim(&key(1)), Ok(None), "claimed already");
+    assert_eq!(
+        q.next(2_000, 1).map(|l| l.key),
+        Some(key(2)),
+        "1 is never delivered"
+    );
+    assert!(q.next(2_000, 1).is_none());
+    // A failed commit pushes the claim back as it was.
+    let claimed = claimed.unwrap();
+    q.push(claimed.entry, claimed.attempts);
+    let lease = leased(&mut q, 2_000, 1);
+    assert_eq!((lease.key.sequence, lease.attempt), (1, 2));
+    q.check_consistency();
+}
+
+#[test]
+fn an_ack_from_before_a_leader_change_cannot_settle_a_redelivery() {
+    let mut q = queue();
+    q.push(entry(1, Normal), 0);
+    let lease = leased(&mut q, 0, 1);
+    assert_eq!(
+        q.claim(&key(1)),
+        Err(SettleError::NotInFlight),
+        "redelivered since"
+    );
+    assert_eq!(q.in_flight(), 1, "the new lease is untouched");
+    assert_eq!(q.ack(&lease.key, lease.lease_id).map(|l| l.key), Ok(key(1)));
+    assert_eq!(q.claim(&key(1)), Ok(None), "not here at all");
+    q.check_consistency();
 }
