@@ -2,6 +2,8 @@
 //! directories) or as real `hermod serve` processes that can be killed, and
 //! in-process clusters (`cluster::TestCluster`).
 
+pub mod chaos;
+pub mod checks;
 pub mod cluster;
 pub mod processes;
 

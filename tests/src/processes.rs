@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermod_client::{Client, ClientOptions, ClusterStatus, RetryPolicy};
+use hermod_client::{Client, ClusterStatus};
 
+use crate::checks::PROBE_TIMEOUT;
 use crate::{free_port, hermod_binary};
 
 /// Leader heartbeat of process clusters.
@@ -22,9 +23,6 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 150;
 pub const ELECTION_TIMEOUT_MS: u64 = 750;
 /// Pause between two polls of readiness or status.
 const POLL_TICK: Duration = Duration::from_millis(50);
-/// How long one readiness probe or status request may take: a paused node
-/// accepts connections (the kernel does) but never answers.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One node of the cluster; `child` is `None` while it is not running.
 pub struct NodeProcess {
@@ -282,15 +280,7 @@ impl ClusterProcesses {
 
     /// A client of node `index` alone, that never retries: for probes.
     pub async fn node_client(&self, index: usize) -> anyhow::Result<Client> {
-        let options = ClientOptions::new()
-            .endpoint(self.endpoint(index))
-            .connect_timeout(PROBE_TIMEOUT)
-            .request_timeout(PROBE_TIMEOUT)
-            .retry_policy(RetryPolicy::none());
-        let client = tokio::time::timeout(PROBE_TIMEOUT * 2, Client::connect(options))
-            .await
-            .map_err(|_| anyhow::anyhow!("node {index}: no connection within {:?}", PROBE_TIMEOUT * 2))??;
-        Ok(client)
+        crate::checks::probe_client(self.endpoint(index)).await
     }
 
     /// Node `index`'s view of the cluster.

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hermod_client::{
-    Client, ClientOptions, Delivery, Error, OutgoingMessage, ReceivedMessage, RetryPolicy, StartPosition,
-    SubscribeOptions, SubscriptionConfig,
+    Client, ClientOptions, Delivery, Error, OutgoingMessage, ReceivedMessage, RetryPolicy, SubscribeOptions,
+    SubscriptionConfig,
 };
+use hermod_tests::checks::{check_stored, create_and_read_back, lock, sample};
 use hermod_tests::processes::ClusterProcesses;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -48,8 +49,6 @@ const PHASE: Duration = Duration::from_secs(30);
 const DRAIN: Duration = Duration::from_secs(60);
 /// How long a follower stays paused.
 const PAUSE: Duration = Duration::from_secs(3);
-/// How long the read-back waits for anything beyond the stored count.
-const READ_BACK_QUIET: Duration = Duration::from_millis(500);
 
 /// Acknowledged publishes before the leader is killed, and after each
 /// fault before the next one.
@@ -144,10 +143,6 @@ async fn connect(endpoints: Vec<String>) -> anyhow::Result<Client> {
             Duration::from_secs(1),
         ));
     Ok(tokio::time::timeout(PHASE, Client::connect(options)).await??)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Publishes `eo-N` and `alo-N` alternately, one at a time, until stopped.
@@ -356,11 +351,6 @@ async fn wait_acked(count: &mut watch::Receiver<usize>, target: usize, what: &st
     }
 }
 
-/// At most a few examples of a long list, for messages.
-fn sample<T: std::fmt::Debug>(items: &[T]) -> String {
-    format!("{} (e.g. {:?})", items.len(), &items[..items.len().min(5)])
-}
-
 /// What the consumers still miss, or why they cannot go on.
 fn pending(produced: &Produced, eo: &EoSeen, alo: &AloSeen) -> Result<Option<String>, String> {
     if let Some(failed) = &eo.failed {
@@ -417,139 +407,7 @@ async fn wait_settled(cluster: &ClusterProcesses, leader: usize, subscription: &
 
 /// The number of messages of `topic` every node stores, once all agree.
 async fn agreed_count(cluster: &ClusterProcesses, topic: &str) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + PHASE;
-    let mut last = Vec::new();
-    for _ in 0..MAX_EVENTS {
-        last.clear();
-        for index in 0..cluster.len() {
-            let answer = match cluster.node_client(index).await {
-                Ok(client) => client
-                    .get_topic(topic)
-                    .await
-                    .map(|t| (t.messages, t.first_sequence, t.last_sequence))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            last.push(answer);
-        }
-        if let Some(Ok(first)) = last.first()
-            && last.iter().all(|a| a.as_ref() == Ok(first))
-        {
-            return Ok(first.0);
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!(
-        "the nodes did not agree on topic {topic} within {PHASE:?}: (messages, first, last) per node {last:?}"
-    )
-}
-
-/// Reads every stored message of `topic` through a new subscription from
-/// the earliest message; returns (sequence, id) per delivery.
-async fn read_back(
-    client: &Client,
-    name: &str,
-    topic: &str,
-    stored: u64,
-) -> anyhow::Result<Vec<(u64, String)>> {
-    client
-        .create_subscription(
-            name,
-            SubscriptionConfig::new(topic)
-                .delivery(Delivery::AtLeastOnce)
-                .ack_deadline(Duration::from_secs(60))
-                .start(StartPosition::Earliest),
-        )
-        .await?;
-    let mut subscriber = client
-        .subscribe(SubscribeOptions::subscription(name).prefetch(1000))
-        .await?;
-    let mut deliveries = Vec::new();
-    let mut sequences = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + PHASE;
-    for _ in 0..MAX_EVENTS {
-        // Once every stored message is here, wait a little for any extra one.
-        let until = if sequences.len() as u64 >= stored {
-            (tokio::time::Instant::now() + READ_BACK_QUIET).min(deadline)
-        } else {
-            deadline
-        };
-        let Ok(item) = tokio::time::timeout_at(until, subscriber.next()).await else {
-            break;
-        };
-        let message = item.ok_or_else(|| anyhow::anyhow!("{name}: the stream ended"))??;
-        message.ack().await?;
-        sequences.insert(message.sequence);
-        deliveries.push((message.sequence, message.id.clone()));
-    }
-    subscriber.close().await?;
-    anyhow::ensure!(
-        sequences.len() as u64 >= stored,
-        "{name}: only {} of the {stored} stored messages of {topic} were read back",
-        sequences.len()
-    );
-    Ok(deliveries)
-}
-
-/// Checks the read-back of one topic against what the producer tried and
-/// was acknowledged; returns the number of distinct ids stored.
-fn check_stored(topic: &str, deliveries: &[(u64, String)], produced: &Produced) -> anyhow::Result<usize> {
-    let mut by_sequence: BTreeMap<u64, &str> = BTreeMap::new();
-    let mut times_delivered: BTreeMap<u64, usize> = BTreeMap::new();
-    for (sequence, id) in deliveries {
-        if let Some(previous) = by_sequence.insert(*sequence, id.as_str()) {
-            anyhow::ensure!(
-                previous == id.as_str(),
-                "{topic}: sequence {sequence} read back as {previous} and as {id}"
-            );
-        }
-        *times_delivered.entry(*sequence).or_default() += 1;
-    }
-    let mut sequences_of: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for (sequence, id) in &by_sequence {
-        sequences_of.entry(id).or_default().push(*sequence);
-    }
-    let twice: Vec<_> = sequences_of.iter().filter(|(_, s)| s.len() > 1).collect();
-    anyhow::ensure!(
-        twice.is_empty(),
-        "{topic}: ids stored more than once: {}",
-        sample(&twice)
-    );
-    let again: Vec<_> = times_delivered.iter().filter(|(_, n)| **n > 1).collect();
-    anyhow::ensure!(
-        again.is_empty(),
-        "{topic}: stored messages read back more than once within the ack deadline (sequence, times): {}",
-        sample(&again)
-    );
-    let unknown: Vec<&&str> = sequences_of
-        .keys()
-        .filter(|id| !produced.tried.contains(**id))
-        .collect();
-    anyhow::ensure!(
-        unknown.is_empty(),
-        "{topic}: ids stored that were never published: {}",
-        sample(&unknown)
-    );
-    let mut lost = Vec::new();
-    for (id, acked) in produced.acked.iter().filter(|(_, a)| a.topic == topic) {
-        if by_sequence.get(&acked.sequence) != Some(&id.as_str()) {
-            lost.push(format!(
-                "{id} acknowledged as sequence {}, stored there: {:?}, stored at: {:?}",
-                acked.sequence,
-                by_sequence.get(&acked.sequence),
-                sequences_of.get(id.as_str())
-            ));
-        }
-    }
-    anyhow::ensure!(
-        lost.is_empty(),
-        "{topic}: acknowledged publishes not stored as acknowledged: {}",
-        sample(&lost)
-    );
-    Ok(sequences_of.len())
+    hermod_tests::checks::agreed_count(&cluster.endpoints(), topic, PHASE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -744,11 +602,16 @@ async fn scenario(cluster: &mut ClusterProcesses) -> anyhow::Result<()> {
         "exactly-once messages delivered again after a confirmed ack: {}",
         sample(&eo.violations)
     );
+    let acked: BTreeMap<String, (String, u64)> = produced
+        .acked
+        .iter()
+        .map(|(id, a)| (id.clone(), (a.topic.clone(), a.sequence)))
+        .collect();
     let mut distinct_stored = 0;
     for (topic, name) in [(EO_TOPIC, CHECK_EO), (ALO_TOPIC, CHECK_ALO)] {
         let stored = agreed_count(cluster, topic).await?;
-        let deliveries = read_back(&consumer_client, name, topic, stored).await?;
-        distinct_stored += check_stored(topic, &deliveries, &produced)?;
+        let deliveries = create_and_read_back(&consumer_client, name, topic, stored, PHASE).await?;
+        distinct_stored += check_stored(topic, &deliveries, &produced.tried, &acked)?;
     }
 
     let acked_eo = produced
