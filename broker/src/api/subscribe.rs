@@ -7,7 +7,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming};
 
-use crate::domain::limits::MAX_CONSUMER_CREDIT;
+use crate::domain::limits::{MAX_CONSUMER_CREDIT, MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
 use crate::domain::{Pattern, SubscriptionName};
 use crate::engine::{Broker, Consumer, Delivery, Settle};
 
@@ -52,11 +52,7 @@ pub async fn open(
         Some(pb::subscribe_start::Target::Pattern(pattern)) => {
             let pattern = Pattern::parse("start.pattern", &pattern)
                 .map_err(|e| Status::from(crate::error::BrokerError::from(e)))?;
-            let buffer = (credit as usize)
-                .div_ceil(crate::domain::limits::MAX_DELIVERY_BATCH)
-                .max(1)
-                * 4;
-            let (id, deliveries) = broker.listen(pattern, buffer);
+            let (id, deliveries) = broker.listen(pattern, credit);
             broker
                 .clone()
                 .spawn(ephemeral(broker, id, deliveries, incoming, out));
@@ -174,15 +170,15 @@ async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequ
 async fn ephemeral(
     broker: Broker,
     id: u64,
-    mut deliveries: mpsc::Receiver<Vec<Delivery>>,
+    mut deliveries: mpsc::Receiver<Delivery>,
     mut incoming: Streaming<pb::SubscribeRequest>,
     out: Out,
 ) {
+    let mut waiting = Vec::with_capacity(MAX_DELIVERY_BATCH);
     loop {
         tokio::select! {
-            batch_in = deliveries.recv() => {
-                let Some(items) = batch_in else { break };
-                if out.send(Ok(batch(&items))).await.is_err() {
+            received = deliveries.recv_many(&mut waiting, MAX_DELIVERY_BATCH) => {
+                if received == 0 || !send_in_batches(&out, &mut waiting).await {
                     break;
                 }
             }
@@ -196,4 +192,25 @@ async fn ephemeral(
         }
     }
     broker.unlisten(id);
+}
+
+/// Sends everything `waiting` holds, in batches of at most
+/// `MAX_DELIVERY_BATCH` messages and about `MAX_DELIVERY_BATCH_BYTES`;
+/// false once the client is gone.
+async fn send_in_batches(out: &Out, waiting: &mut Vec<Delivery>) -> bool {
+    let mut start = 0;
+    while start < waiting.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < waiting.len() && (end == start || bytes < MAX_DELIVERY_BATCH_BYTES) {
+            bytes += waiting[end].message.payload.len();
+            end += 1;
+        }
+        if out.send(Ok(batch(&waiting[start..end]))).await.is_err() {
+            return false;
+        }
+        start = end;
+    }
+    waiting.clear();
+    true
 }

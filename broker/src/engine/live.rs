@@ -15,7 +15,9 @@ pub type ListenerId = u64;
 
 struct Listener {
     pattern: Pattern,
-    deliveries: mpsc::Sender<Vec<Delivery>>,
+    /// One delivery per slot: the capacity is the listener's credit in
+    /// messages, and its stream task sends what piled up as one batch.
+    deliveries: mpsc::Sender<Delivery>,
 }
 
 /// Every open ephemeral subscription.
@@ -25,7 +27,7 @@ pub struct LiveBus {
 }
 
 impl LiveBus {
-    pub fn add(&self, id: ListenerId, pattern: Pattern, deliveries: mpsc::Sender<Vec<Delivery>>) {
+    pub fn add(&self, id: ListenerId, pattern: Pattern, deliveries: mpsc::Sender<Delivery>) {
         self.listeners
             .lock()
             .expect("live bus lock")
@@ -53,7 +55,7 @@ impl LiveBus {
             if !listener.pattern.matches(&delivery.message.topic) {
                 return true;
             }
-            match listener.deliveries.try_send(vec![delivery.clone()]) {
+            match listener.deliveries.try_send(delivery.clone()) {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::DELIVERED).increment(1);
                     true

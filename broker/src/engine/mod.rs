@@ -332,8 +332,11 @@ impl Broker {
     }
 
     /// Opens an ephemeral subscription; it lives until the returned id is detached.
-    pub fn listen(&self, pattern: Pattern, buffer_batches: usize) -> (u64, mpsc::Receiver<Vec<Delivery>>) {
-        let (tx, rx) = mpsc::channel(buffer_batches.max(1));
+    /// Opens an ephemeral subscription that buffers up to `credit` messages
+    /// (at most `MAX_CONSUMER_CREDIT`); beyond that, live messages pass it by.
+    pub fn listen(&self, pattern: Pattern, credit: u32) -> (u64, mpsc::Receiver<Delivery>) {
+        let capacity = credit.clamp(1, crate::domain::limits::MAX_CONSUMER_CREDIT);
+        let (tx, rx) = mpsc::channel(capacity as usize);
         let id = self.next_id();
         self.inner.live.add(id, pattern, tx);
         (id, rx)
