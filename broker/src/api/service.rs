@@ -93,31 +93,24 @@ impl BrokerApi for BrokerService {
         tokio::spawn(async move {
             while let Some(item) = incoming.next().await {
                 let Ok(item) = item else { break };
+                // An at-most-once publish never waits for a commit: answered
+                // in line, it saves a task per message.
+                let live = item.message.as_ref().is_some_and(|m| {
+                    m.delivery == pb::DeliveryGuarantee::AtMostOnce as i32
+                });
+                if live {
+                    if tx.send(Ok(stream_answer(&broker, item).await)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let (broker, tx) = (broker.clone(), tx.clone());
                 // Each publish runs on its own, so many share one group commit.
                 tokio::spawn(async move {
-                    let correlation_id = item.correlation_id;
-                    let result =
-                        match item.message {
-                            None => Err(BrokerError::Invalid(crate::domain::ValidationError::new(
-                                "message", "required",
-                            ))),
-                            Some(m) => match convert::message_in("message", m) {
-                                Err(e) => Err(e.into()),
-                                Ok(m) => broker.publish(vec![m]).await.pop().unwrap_or_else(|| {
-                                    Err(BrokerError::Internal("no publish result".into()))
-                                }),
-                            },
-                        };
-                    let result = result.map_err(|e| rename_index(e, usize::MAX));
-                    let response = pb::PublishStreamResponse {
-                        correlation_id,
-                        result: Some(convert::publish_result(result)),
-                    };
-                    let _ = tx.send(Ok(response)).await;
+                    let _ = tx.send(Ok(stream_answer(&broker, item).await)).await;
                     drop(permit);
                 });
             }
@@ -279,5 +272,26 @@ fn rename_index(error: BrokerError, position: usize) -> BrokerError {
         BrokerError::ResourceExhausted(t) => BrokerError::ResourceExhausted(rename(t)),
         BrokerError::FailedPrecondition(t) => BrokerError::FailedPrecondition(rename(t)),
         other => other,
+    }
+}
+
+/// The answer to one message of a publish stream.
+async fn stream_answer(broker: &Broker, item: pb::PublishStreamRequest) -> pb::PublishStreamResponse {
+    let result = match item.message {
+        None => Err(BrokerError::Invalid(crate::domain::ValidationError::new(
+            "message", "required",
+        ))),
+        Some(m) => match convert::message_in("message", m) {
+            Err(e) => Err(e.into()),
+            Ok(m) => broker
+                .publish(vec![m])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(BrokerError::Internal("no publish result".into()))),
+        },
+    };
+    pb::PublishStreamResponse {
+        correlation_id: item.correlation_id,
+        result: Some(convert::publish_result(result.map_err(|e| rename_index(e, usize::MAX)))),
     }
 }
