@@ -413,7 +413,5 @@ impl Dispatcher {
 
 /// A settle the queue refused: the token's lease is over.
 fn stale(error: SettleError) -> BrokerError {
-    BrokerError::FailedPrecondition(format!(
-        "ack_token: {error}: the lease expired, the message was redelivered, or it was settled already"
-    ))
+    BrokerError::FailedPrecondition(format!("ack_token: {error}"))
 }

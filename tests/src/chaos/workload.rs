@@ -39,8 +39,10 @@ const WORK_STEP: Duration = Duration::from_millis(20);
 /// delivery is left unacked, so it is redelivered after the ack deadline.
 const FIRST_DELIVERY_DROPPED_EVERY: u64 = 25;
 /// Times a consumer acks again after a confirmed ack failed with a
-/// retryable error, and the pause before each.
-const ACK_RETRIES: u32 = 5;
+/// retryable error, and the pause before each: 30 s in all, longer than any
+/// fault (at most 8 s) and the recovery after it, so an ack that was
+/// committed while its answer was lost is confirmed by a later attempt.
+const ACK_RETRIES: u32 = 60;
 const ACK_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// A message may reach the consumer this long after its `expires_at` (the
 /// broker checks expiry when it leases; the delivery then travels).
