@@ -95,9 +95,10 @@ impl BrokerApi for BrokerService {
                 let Ok(item) = item else { break };
                 // An at-most-once publish never waits for a commit: answered
                 // in line, it saves a task per message.
-                let live = item.message.as_ref().is_some_and(|m| {
-                    m.delivery == pb::DeliveryGuarantee::AtMostOnce as i32
-                });
+                let live = item
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| m.delivery == pb::DeliveryGuarantee::AtMostOnce as i32);
                 if live {
                     if tx.send(Ok(stream_answer(&broker, item).await)).await.is_err() {
                         break;
@@ -292,6 +293,8 @@ async fn stream_answer(broker: &Broker, item: pb::PublishStreamRequest) -> pb::P
     };
     pb::PublishStreamResponse {
         correlation_id: item.correlation_id,
-        result: Some(convert::publish_result(result.map_err(|e| rename_index(e, usize::MAX)))),
+        result: Some(convert::publish_result(
+            result.map_err(|e| rename_index(e, usize::MAX)),
+        )),
     }
 }
