@@ -2,7 +2,7 @@
 //! `semantics/`), its consumers and their credit, and turns the queue's
 //! decisions into deliveries and dead-letter commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,9 @@ pub struct Dispatcher {
     reader: Reader,
     consensus: Consensus,
     epoch: u64,
+    /// Messages whose ack is being committed: a repeated ack of one is told
+    /// to retry, since the first may still commit.
+    committing: BTreeSet<MessageKey>,
 }
 
 impl Dispatcher {
@@ -94,6 +97,7 @@ impl Dispatcher {
             reader,
             consensus,
             epoch,
+            committing: BTreeSet::new(),
         };
         if let Err(e) = dispatcher.recover() {
             tracing::error!(subscription = %dispatcher.name, "cannot load pending messages: {e}");
@@ -182,6 +186,7 @@ impl Dispatcher {
             }
             Input::Live(delivery) => self.deliver_live(&delivery),
             Input::Acked(key) => {
+                self.committing.remove(&key);
                 self.queue.remove(&key);
             }
             Input::Attach {
@@ -209,9 +214,16 @@ impl Dispatcher {
                 let _ = reply.send(self.settle(&key, lease_id, settle));
             }
             Input::Claim { key, reply } => {
-                let _ = reply.send(self.queue.claim(&key).map_err(stale));
+                let claimed = self.queue.claim(&key).map_err(|e| self.refusal(&key, e));
+                if let Ok(Some(_)) = claimed {
+                    self.committing.insert(key);
+                }
+                let _ = reply.send(claimed);
             }
-            Input::Restore(claimed) => self.queue.push(claimed.entry, claimed.attempts),
+            Input::Restore(claimed) => {
+                self.committing.remove(&claimed.entry.key);
+                self.queue.push(claimed.entry, claimed.attempts);
+            }
             Input::Info(reply) => {
                 let _ = reply.send((self.queue.backlog(), self.queue.in_flight(), self.consumers.len()));
             }
@@ -233,11 +245,11 @@ impl Dispatcher {
     ) -> Result<Option<Claimed>, BrokerError> {
         let now = now_ms();
         match settle {
-            Settle::Ack => self
-                .queue
-                .ack(key, lease_id)
-                .map(|lease| Some(Claimed::from(lease)))
-                .map_err(stale),
+            Settle::Ack => {
+                let lease = self.queue.ack(key, lease_id).map_err(|e| self.refusal(key, e))?;
+                self.committing.insert(key.clone());
+                Ok(Some(Claimed::from(lease)))
+            }
             Settle::Nack(delay) => {
                 metrics::counter!(crate::metrics::NACKED).increment(1);
                 self.queue
@@ -408,6 +420,19 @@ impl Dispatcher {
         let labels = [("subscription", self.name.to_string())];
         metrics::gauge!(crate::metrics::BACKLOG, &labels).set(self.queue.backlog() as f64);
         metrics::gauge!(crate::metrics::IN_FLIGHT, &labels).set(self.queue.in_flight() as f64);
+    }
+}
+
+impl Dispatcher {
+    /// An ack the queue refused: retryable while an earlier ack of the
+    /// message is being committed (its outcome decides), else final.
+    fn refusal(&self, key: &MessageKey, error: SettleError) -> BrokerError {
+        if self.committing.contains(key) {
+            return BrokerError::Unavailable(
+                "ack_token: an ack of this message is being committed; retry to learn its outcome".into(),
+            );
+        }
+        stale(error)
     }
 }
 

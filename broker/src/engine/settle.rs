@@ -88,7 +88,18 @@ impl Broker {
             }
         }
         for (subscription, acks) in to_commit {
-            self.commit_acks(subscription, acks, &mut results).await;
+            // A task of its own: a client that hangs up mid-commit must not
+            // leave its messages neither acked nor pending again.
+            let indexes: Vec<usize> = acks.iter().map(|(index, _, _)| *index).collect();
+            let broker = self.clone();
+            let failure = tokio::spawn(async move { broker.commit_acks(subscription, acks).await })
+                .await
+                .unwrap_or_else(|e| Some(BrokerError::Internal(format!("the ack commit stopped: {e}"))));
+            if let Some(failure) = failure {
+                indexes
+                    .into_iter()
+                    .for_each(|index| results[index] = Err(failure.clone()));
+            }
         }
         results
     }
@@ -143,12 +154,13 @@ impl Broker {
         }
     }
 
+    /// Commits the acks; on failure their messages are pending again and
+    /// the failure is returned.
     async fn commit_acks(
         &self,
         subscription: SubscriptionName,
         acks: Vec<(usize, MessageKey, Option<Claimed>)>,
-        results: &mut [Result<(), BrokerError>],
-    ) {
+    ) -> Option<BrokerError> {
         let keys = acks.iter().map(|(_, key, _)| key.clone()).collect();
         let outcome = self
             .inner
@@ -161,7 +173,7 @@ impl Broker {
         let failure = match outcome {
             Ok(Response::Acked(Ok(()))) => {
                 metrics::counter!(crate::metrics::ACKED).increment(acks.len() as u64);
-                return;
+                return None;
             }
             Ok(Response::Acked(Err(e))) => BrokerError::from(e),
             Ok(other) => BrokerError::Internal(format!("unexpected answer to ack: {other:?}")),
@@ -169,12 +181,12 @@ impl Broker {
         };
         // Not committed: the messages are pending again and the caller is told.
         let inbox = self.inbox(&subscription);
-        for (index, _, claimed) in acks {
-            results[index] = Err(failure.clone());
+        for (_, _, claimed) in acks {
             if let (Some(inbox), Some(claimed)) = (&inbox, claimed) {
                 let _ = inbox.send(Input::Restore(claimed)).await;
             }
         }
+        Some(failure)
     }
 }
 
