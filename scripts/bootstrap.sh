@@ -19,12 +19,18 @@ if ! compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
 fi
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# apt_install WHO PACKAGE...: installs Debian packages, saying who needs them.
+apt_install() {
+    local who="$1"
+    shift
+    echo "$who: installing $* with apt-get" >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 if ((${#need_apt[@]})); then
-    echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    apt_install bootstrap "${need_apt[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

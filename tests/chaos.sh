@@ -47,11 +47,7 @@ source scripts/bootstrap.sh
 command -v docker >/dev/null || { echo "chaos: ERROR docker is missing"; exit 2; }
 # The timeline chart draws its text with a TrueType font.
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
-    echo "chaos: installing fonts-dejavu-core with apt-get" >&2
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
+    apt_install chaos fonts-dejavu-core
 fi
 
 # The runner and the debug hermod binary (a no-op when the tests were built).
