@@ -14,3 +14,15 @@ pub struct Delivery {
     /// The guarantee this consumer gets: the weaker of message and subscription.
     pub delivery: DeliveryGuarantee,
 }
+
+impl Delivery {
+    /// A live (at-most-once) delivery: first attempt, nothing to settle.
+    pub fn live(message: Message) -> Self {
+        Self {
+            message: Arc::new(message),
+            attempt: 1,
+            ack_token: None,
+            delivery: DeliveryGuarantee::AtMostOnce,
+        }
+    }
+}

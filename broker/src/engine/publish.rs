@@ -112,12 +112,7 @@ impl Broker {
     /// Offers an at-most-once message, published here or on a peer, to
     /// live listeners and to the durable subscriptions this node runs.
     pub(super) fn offer_live(&self, message: Message) {
-        let delivery = Delivery {
-            message: Arc::new(message),
-            attempt: 1,
-            ack_token: None,
-            delivery: DeliveryGuarantee::AtMostOnce,
-        };
+        let delivery = Delivery::live(message);
         self.inner.live.offer(&delivery);
         let shared = Arc::new(delivery);
         let topic = &shared.message.topic;

@@ -1,11 +1,8 @@
 //! Routes what the state machine applied to the subscriptions it concerns:
 //! new messages, acks, and subscriptions that come and go.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 
-use crate::domain::DeliveryGuarantee;
 use crate::state::{Applied, StoredRef};
 
 use super::{Broker, Delivery, Input};
@@ -69,13 +66,7 @@ fn offer_live(broker: &Broker, stored: &StoredRef) {
     }
     match broker.inner.reader.message(&stored.key) {
         Ok(Some(message)) => {
-            let delivery = Delivery {
-                message: Arc::new(message),
-                attempt: 1,
-                ack_token: None,
-                delivery: DeliveryGuarantee::AtMostOnce,
-            };
-            broker.inner.live.offer(&delivery);
+            broker.inner.live.offer(&Delivery::live(message));
         }
         Ok(None) => {}
         Err(e) => tracing::warn!("cannot read {:?} for live listeners: {e}", stored.key),
