@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::convert::{delivery_from_pb, millis, priority_from_pb, time_from_ms};
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Priority};
-use crate::retry::Idempotence;
+use crate::retry::{Idempotence, retry};
 use crate::subscriber::{Control, Settle};
 
 /// What a message needs to settle itself: the way back to its subscriber's
@@ -122,8 +122,13 @@ impl ReceivedMessage {
 
     /// Acknowledges through the unary `Ack` call and returns only once the
     /// broker says the ack is committed on a quorum: from then on the message
-    /// is never delivered to this subscription again. Retried under the
-    /// client's retry policy on retryable errors.
+    /// is never delivered to this subscription again.
+    ///
+    /// Retried under the client's retry policy on retryable errors, whether
+    /// the call failed or the broker answered the token with one: an ack
+    /// whose outcome is unknown (its commit raced a leader change) may have
+    /// been committed, and only a repeated ack, which the broker confirms
+    /// again, tells. Every attempt sends the same token.
     pub async fn ack_confirmed(&self) -> Result<()> {
         if self.ack_token.is_empty() {
             return Err(Error::FailedPrecondition {
@@ -131,17 +136,17 @@ impl ReceivedMessage {
                 message: "an at-most-once delivery cannot be acknowledged".into(),
             });
         }
-        let request = pb::AckRequest {
-            ack_tokens: vec![self.ack_token.clone()],
-        };
-        let response = self
-            .settler
-            .client
-            .call(Idempotence::Idempotent, request, |mut stub, r| async move {
-                stub.ack(r).await
-            })
-            .await?;
-        confirmed_outcome(&self.ack_token, response)
+        let client = &self.settler.client;
+        retry(client.retry_policy(), Idempotence::Idempotent, |_| async {
+            let request = pb::AckRequest {
+                ack_tokens: vec![self.ack_token.clone()],
+            };
+            let response = client
+                .attempt(request, |mut stub, r| async move { stub.ack(r).await })
+                .await?;
+            confirmed_outcome(&self.ack_token, response)
+        })
+        .await
     }
 
     fn settle(&self, make: impl FnOnce(String) -> Settle) -> Result<()> {

@@ -35,6 +35,9 @@ struct State {
     /// Subscribe streams to break after this many deliveries.
     break_subscribe_after: Option<usize>,
     acked: Vec<String>,
+    /// Confirmed acks to answer with a per-token UNAVAILABLE (the ack was
+    /// committed, but its commit raced a leader change).
+    unknown_ack_outcomes: u32,
     confirmed: Vec<String>,
     delivered: usize,
     subscribe_calls: usize,
@@ -255,13 +258,20 @@ impl Broker for Mock {
 
     async fn ack(&self, request: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
         let tokens = request.into_inner().ack_tokens;
-        self.state.lock().unwrap().confirmed.extend(tokens.clone());
+        let mut state = self.state.lock().unwrap();
+        state.confirmed.extend(tokens.clone());
+        let unknown = state.unknown_ack_outcomes > 0;
+        state.unknown_ack_outcomes = state.unknown_ack_outcomes.saturating_sub(1);
         let results = tokens
             .into_iter()
             .map(|ack_token| pb::AckResult {
                 ack_token,
-                confirmed: true,
-                error: None,
+                confirmed: !unknown,
+                error: unknown.then(|| pb::ItemError {
+                    code: tonic::Code::Unavailable as i32,
+                    message: "the leader changed while the ack was committed; retry".into(),
+                    field: String::new(),
+                }),
             })
             .collect();
         Ok(Response::new(pb::AckResponse { results }))
@@ -552,6 +562,25 @@ async fn confirmed_acks_go_through_the_ack_call() {
     assert_eq!(
         mock.state.lock().unwrap().confirmed,
         vec![message.ack_token().to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn a_confirmed_ack_answered_unavailable_is_repeated_until_confirmed() {
+    let (mock, client) = setup().await;
+    mock.state.lock().unwrap().unknown_ack_outcomes = 2;
+    client.publish(OutgoingMessage::new("jobs", "x")).await.unwrap();
+    let mut subscriber = client
+        .subscribe(SubscribeOptions::subscription("work"))
+        .await
+        .unwrap();
+    let message = subscriber.next().await.unwrap().unwrap();
+    message.ack_confirmed().await.unwrap();
+    let token = message.ack_token().to_owned();
+    assert_eq!(
+        mock.state.lock().unwrap().confirmed,
+        vec![token.clone(), token.clone(), token],
+        "two answers of unknown outcome, then the confirmation, all for the same token"
     );
 }
 
