@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin;
 use crate::api::{BrokerService, ClusterService};
@@ -274,6 +273,14 @@ fn advertised(config: &Config, bound: SocketAddr) -> Result<String, BrokerError>
     }
 }
 
+/// The accepted connections, with Nagle's algorithm off: a small answer
+/// (a publish ack, a delivery) must leave at once, not wait for the
+/// client's delayed ACK. Tonic applies its own socket options only to
+/// listeners it binds itself.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 async fn serve_grpc(
     listener: TcpListener,
     broker: Broker,
@@ -293,7 +300,7 @@ async fn serve_grpc(
         .add_service(service)
         .add_service(cluster)
         .add_service(PeerService::server(peers))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         })
         .await;
