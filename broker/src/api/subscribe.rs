@@ -1,6 +1,7 @@
 //! The Subscribe stream: a consumer opens with `start`, then grants credit and
 //! settles deliveries on the same stream while the server streams batches.
 
+use futures::stream::FuturesOrdered;
 use hermod_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -77,12 +78,25 @@ fn batch(deliveries: &[Delivery]) -> pb::SubscribeResponse {
 
 type Out = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
 
+/// Settle requests of one stream being carried out at once; a consumer
+/// with more waits before its next request is read.
+const MAX_SETTLES_IN_FLIGHT: usize = 8;
+
+/// The answer to one settle request, once it is known.
+type Settling = tokio::task::JoinHandle<pb::SubscribeResponse>;
+
 async fn durable(
     broker: Broker,
     mut consumer: Consumer,
     mut incoming: Streaming<pb::SubscribeRequest>,
     out: Out,
 ) {
+    // Settlements run as tasks of their own while deliveries keep flowing:
+    // an ack waits for its commit (an fsync on a quorum), and the consumer
+    // must not wait that long for its next messages. A task also outlives
+    // the stream, so a consumer that hangs up cannot cut a settle midway.
+    // Answers go back in the order the requests came.
+    let mut settling: FuturesOrdered<Settling> = FuturesOrdered::new();
     loop {
         tokio::select! {
             deliveries = consumer.deliveries.recv() => {
@@ -98,9 +112,23 @@ async fn durable(
                     break;
                 }
             }
-            request = incoming.next() => {
+            request = incoming.next(), if settling.len() < MAX_SETTLES_IN_FLIGHT => {
                 let Some(Ok(request)) = request else { break };
-                if !handle(&broker, &consumer, request, &out).await {
+                match read_request(&consumer, request) {
+                    Ok(Some((tokens, settle, field))) => {
+                        let broker = broker.clone();
+                        settling.push_back(tokio::spawn(settle_tokens(broker, tokens, settle, field)));
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        let _ = out.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+            Some(answer) = settling.next(), if !settling.is_empty() => {
+                let response = answer.map_err(|e| Status::internal(format!("a settle stopped: {e}")));
+                if out.send(response).await.is_err() {
                     break;
                 }
             }
@@ -109,13 +137,18 @@ async fn durable(
     // Dropping the consumer ends its session: unsettled deliveries return.
 }
 
-/// Handles one consumer request; false ends the stream.
-async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequest, out: &Out) -> bool {
+/// A settle request: its tokens, what to do with them, and the field that
+/// names them in errors.
+type SettleRequest = (Vec<String>, Settle, &'static str);
+
+/// What one consumer request asks: credit is granted here; a settle is
+/// returned to be carried out. An error ends the stream.
+fn read_request(consumer: &Consumer, request: pb::SubscribeRequest) -> Result<Option<SettleRequest>, Status> {
     use pb::subscribe_request::Request as R;
     let (tokens, settle, field) = match request.request {
         Some(R::Credit(credit)) => {
             consumer.grant(credit.messages);
-            return true;
+            return Ok(None);
         }
         Some(R::Ack(a)) => (a.ack_tokens, Settle::Ack, "ack.ack_tokens"),
         Some(R::Nack(n)) => (
@@ -130,14 +163,11 @@ async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequ
         ),
         Some(R::Reject(r)) => (r.ack_tokens, Settle::Reject, "reject.ack_tokens"),
         Some(R::Start(_)) => {
-            let _ = out
-                .send(Err(Status::failed_precondition(
-                    "start: the stream is already started",
-                )))
-                .await;
-            return false;
+            return Err(Status::failed_precondition(
+                "start: the stream is already started",
+            ));
         }
-        None => return true,
+        None => return Ok(None),
     };
     let limit = crate::domain::limits::MAX_ACK_DEADLINE_MS;
     let too_long = match settle {
@@ -146,10 +176,20 @@ async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequ
         _ => None,
     };
     if let Some((name, ms)) = too_long {
-        let message = format!("{name}: {ms} ms is more than the allowed {limit} ms");
-        let _ = out.send(Err(Status::invalid_argument(message))).await;
-        return false;
+        return Err(Status::invalid_argument(format!(
+            "{name}: {ms} ms is more than the allowed {limit} ms"
+        )));
     }
+    Ok(Some((tokens, settle, field)))
+}
+
+/// Settles `tokens` and builds the answer naming each one.
+async fn settle_tokens(
+    broker: Broker,
+    tokens: Vec<String>,
+    settle: Settle,
+    field: &'static str,
+) -> pb::SubscribeResponse {
     let outcomes = broker.settle(&tokens, field, settle).await;
     let results = tokens
         .into_iter()
@@ -159,12 +199,11 @@ async fn handle(broker: &Broker, consumer: &Consumer, request: pb::SubscribeRequ
             error: outcome.err().map(convert::item_error),
         })
         .collect();
-    let response = pb::SubscribeResponse {
+    pb::SubscribeResponse {
         response: Some(pb::subscribe_response::Response::Settled(pb::SettleResults {
             results,
         })),
-    };
-    out.send(Ok(response)).await.is_ok()
+    }
 }
 
 async fn ephemeral(
