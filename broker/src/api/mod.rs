@@ -4,6 +4,7 @@
 
 mod cluster;
 mod convert;
+mod publish_stream;
 mod service;
 mod subscribe;
 

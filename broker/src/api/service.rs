@@ -5,9 +5,6 @@ use std::pin::Pin;
 use futures::Stream;
 use hermod_proto::v1 as pb;
 use hermod_proto::v1::broker_server::Broker as BrokerApi;
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::limits::MAX_PUBLISH_BATCH;
@@ -16,9 +13,6 @@ use crate::engine::{Broker, Settle};
 use crate::error::BrokerError;
 
 use super::convert;
-
-/// Publishes in flight on one PublishStream before the server stops reading.
-pub const MAX_STREAM_IN_FLIGHT: usize = 1024;
 
 /// The gRPC front of one node's engine.
 #[derive(Clone)]
@@ -86,37 +80,10 @@ impl BrokerApi for BrokerService {
         &self,
         request: Request<Streaming<pb::PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let mut incoming = request.into_inner();
-        let (tx, rx) = mpsc::channel(MAX_STREAM_IN_FLIGHT);
-        let broker = self.broker.clone();
-        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_IN_FLIGHT));
-        tokio::spawn(async move {
-            while let Some(item) = incoming.next().await {
-                let Ok(item) = item else { break };
-                // An at-most-once publish never waits for a commit: answered
-                // in line, it saves a task per message.
-                let live = item
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| m.delivery == pb::DeliveryGuarantee::AtMostOnce as i32);
-                if live {
-                    if tx.send(Ok(stream_answer(&broker, item).await)).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let (broker, tx) = (broker.clone(), tx.clone());
-                // Each publish runs on its own, so many share one group commit.
-                tokio::spawn(async move {
-                    let _ = tx.send(Ok(stream_answer(&broker, item).await)).await;
-                    drop(permit);
-                });
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::publish_stream::open(
+            self.broker.clone(),
+            request.into_inner(),
+        )))
     }
 
     type SubscribeStream = BoxStream<pb::SubscribeResponse>;
@@ -253,7 +220,7 @@ impl BrokerApi for BrokerService {
 
 /// The engine names a message by its place among the messages it was given;
 /// the client knows it by its place in the request.
-fn rename_index(error: BrokerError, position: usize) -> BrokerError {
+pub(super) fn rename_index(error: BrokerError, position: usize) -> BrokerError {
     let rename = |text: String| -> String {
         match text
             .strip_prefix("messages[")
@@ -273,28 +240,5 @@ fn rename_index(error: BrokerError, position: usize) -> BrokerError {
         BrokerError::ResourceExhausted(t) => BrokerError::ResourceExhausted(rename(t)),
         BrokerError::FailedPrecondition(t) => BrokerError::FailedPrecondition(rename(t)),
         other => other,
-    }
-}
-
-/// The answer to one message of a publish stream.
-async fn stream_answer(broker: &Broker, item: pb::PublishStreamRequest) -> pb::PublishStreamResponse {
-    let result = match item.message {
-        None => Err(BrokerError::Invalid(crate::domain::ValidationError::new(
-            "message", "required",
-        ))),
-        Some(m) => match convert::message_in("message", m) {
-            Err(e) => Err(e.into()),
-            Ok(m) => broker
-                .publish(vec![m])
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(BrokerError::Internal("no publish result".into()))),
-        },
-    };
-    pb::PublishStreamResponse {
-        correlation_id: item.correlation_id,
-        result: Some(convert::publish_result(
-            result.map_err(|e| rename_index(e, usize::MAX)),
-        )),
     }
 }
