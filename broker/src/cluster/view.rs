@@ -11,8 +11,15 @@ use super::transport::{PEER_CALL_TIMEOUT_MS, PeerReply, PeerRequest};
 use super::types::{NodeId, Raft};
 use super::{Consensus, MAIN_GROUP};
 
-/// A watch that is true while `me` leads; it follows openraft's metrics
-/// until the Raft node shuts down.
+/// A watch that is true while `me` leads and has applied every entry of
+/// the terms before its own; it follows openraft's metrics until the Raft
+/// node shuts down.
+///
+/// A new leader commits a first entry of its term, and applies everything
+/// before it on the way. Until then its state may lack committed entries
+/// (a crash lost unlogged writes that are still being applied again, or a
+/// follower was behind), so what runs on leadership — dispatchers loading
+/// their pending messages — waits for it.
 pub fn watch_leadership(raft: &Raft, me: NodeId) -> watch::Receiver<bool> {
     let mut metrics = raft.metrics();
     let (tx, rx) = watch::channel(false);
@@ -20,7 +27,10 @@ pub fn watch_leadership(raft: &Raft, me: NodeId) -> watch::Receiver<bool> {
         loop {
             let leading = {
                 let m = metrics.borrow_and_update();
-                m.state == ServerState::Leader && m.current_leader == Some(me)
+                let caught_up = m
+                    .last_applied
+                    .is_some_and(|applied| applied.leader_id.term == m.current_term);
+                m.state == ServerState::Leader && m.current_leader == Some(me) && caught_up
             };
             tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
             if metrics.changed().await.is_err() {
