@@ -198,6 +198,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The state machine writes without the write-ahead log: these
+        // entries are what rebuilds its state after a crash, so they go only
+        // once that state is on disk.
+        self.store.persist_unlogged().map_err(write_error)?;
         // The purge marker is written before the entries go, so a crash in
         // between never leaves a log that looks unpurged but has holes.
         self.put_meta(PURGED_KEY, &log_id, true)?;

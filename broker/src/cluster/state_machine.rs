@@ -150,8 +150,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(sm_error)?;
         let mut batch = txn.into_batch();
         batch.put(Cf::Meta, APPLIED_KEY.to_vec(), encode(&self.applied));
-        // No fsync here: the log is durable, and a lost apply is replayed from it.
-        store.write(batch, false).map_err(sm_error)?;
+        // Not even the write-ahead log: the Raft log holds every command, so
+        // what a crash loses of this is applied again from it. The log is
+        // purged only once this is persisted (`LogStore::purge`).
+        store.write_unlogged(batch).map_err(sm_error)?;
         if !out.is_empty() {
             // A closed receiver means the node is shutting down; nothing to tell.
             let _ = self.events.send(out).await;

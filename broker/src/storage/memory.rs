@@ -61,6 +61,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        // Nothing here outlives the process: logged or not is all one.
+        self.write(batch, false)
+    }
+
+    fn persist_unlogged(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
         if from >= to {
             return Ok(Vec::new());

@@ -132,4 +132,17 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write done so far durable (fsync of the write-ahead log).
     /// One call covers all earlier writes: this is what group commit uses.
     fn sync(&self) -> Result<(), StorageError>;
+
+    /// Writes the batch atomically without the write-ahead log: visible at
+    /// once, but a crash may lose it (never part of it) until
+    /// [`Store::persist_unlogged`]. For data that can be rebuilt from data
+    /// that was logged: the state machine's writes, replayed from the Raft
+    /// log. Writing it once instead of twice halves the log's bytes.
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError>;
+
+    /// Makes every unlogged write done so far durable, atomically across
+    /// column families: after a crash the unlogged data is the state of one
+    /// moment, never a mix. Called before the data it was rebuilt from is
+    /// thrown away.
+    fn persist_unlogged(&self) -> Result<(), StorageError>;
 }

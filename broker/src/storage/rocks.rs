@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
+    ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions,
 };
 
 use super::{Batch, Cf, Entry, Op, StorageError, Store};
@@ -32,6 +33,9 @@ impl RocksStore {
         options.set_write_buffer_size(WRITE_BUFFER_BYTES);
         // Checksums on every read guard against silent corruption of SST blocks.
         options.set_paranoid_checks(true);
+        // Some writes skip the write-ahead log (`write_unlogged`): flushing
+        // every family at once keeps what a crash leaves of them consistent.
+        options.set_atomic_flush(true);
         let families = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), options.clone()));
@@ -43,6 +47,18 @@ impl RocksStore {
         self.db
             .cf_handle(cf.name())
             .expect("every column family is created at open")
+    }
+
+    fn rocks_batch(&self, batch: Batch) -> WriteBatch {
+        let mut write = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Put(cf, k, v) => write.put_cf(self.handle(cf), k, v),
+                Op::Delete(cf, k) => write.delete_cf(self.handle(cf), k),
+                Op::DeleteRange(cf, from, to) => write.delete_range_cf(self.handle(cf), from, to),
+            }
+        }
+        write
     }
 
     fn bounded(from: &[u8], to: &[u8]) -> ReadOptions {
@@ -60,17 +76,27 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<(), StorageError> {
-        let mut write = WriteBatch::default();
-        for op in batch.ops {
-            match op {
-                Op::Put(cf, k, v) => write.put_cf(self.handle(cf), k, v),
-                Op::Delete(cf, k) => write.delete_cf(self.handle(cf), k),
-                Op::DeleteRange(cf, from, to) => write.delete_range_cf(self.handle(cf), from, to),
-            }
-        }
         let mut options = WriteOptions::default();
         options.set_sync(sync);
-        self.db.write_opt(write, &options).map_err(engine)
+        self.db
+            .write_opt(self.rocks_batch(batch), &options)
+            .map_err(engine)
+    }
+
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .write_opt(self.rocks_batch(batch), &options)
+            .map_err(engine)
+    }
+
+    fn persist_unlogged(&self) -> Result<(), StorageError> {
+        // With atomic flush (set at open) the families are flushed together.
+        let families: Vec<_> = Cf::ALL.iter().map(|cf| self.handle(*cf)).collect();
+        let mut options = FlushOptions::default();
+        options.set_wait(true);
+        self.db.flush_cfs_opt(&families, &options).map_err(engine)
     }
 
     fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {

@@ -46,6 +46,16 @@ fn contract(store: &dyn Store) {
     store.write(batch, false).unwrap();
     assert_eq!(store.get(Cf::Meta, b"a1").unwrap(), None);
     assert_eq!(store.get(Cf::Meta, b"a2").unwrap(), Some(b"a2".to_vec()));
+
+    // Unlogged writes are atomic and visible at once, like the others.
+    let mut batch = Batch::default();
+    batch.put(Cf::Acks, b"u1".to_vec(), b"unlogged".to_vec());
+    batch.put(Cf::Messages, b"u1".to_vec(), b"unlogged too".to_vec());
+    batch.delete(Cf::Meta, b"b1".to_vec());
+    store.write_unlogged(batch).unwrap();
+    assert_eq!(store.get(Cf::Acks, b"u1").unwrap(), Some(b"unlogged".to_vec()));
+    assert_eq!(store.get(Cf::Meta, b"b1").unwrap(), None);
+    store.persist_unlogged().unwrap();
 }
 
 #[test]
@@ -63,4 +73,32 @@ fn rocks_store_meets_the_contract_and_keeps_data_across_reopen() {
     let store = RocksStore::open(dir.path()).unwrap();
     assert_eq!(store.get(Cf::Meta, b"a2").unwrap(), Some(b"a2".to_vec()));
     assert_eq!(store.get(Cf::Messages, b"a1").unwrap(), Some(b"other".to_vec()));
+    assert_eq!(
+        store.get(Cf::Messages, b"u1").unwrap(),
+        Some(b"unlogged too".to_vec())
+    );
+    assert_eq!(store.get(Cf::Meta, b"b1").unwrap(), None);
+}
+
+#[test]
+fn rocks_store_persists_unlogged_writes_before_the_logged_ones_that_follow() {
+    // A logged write after an unlogged one, then persist: both survive, and
+    // the logged one does not resurrect what the unlogged one changed.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut logged = Batch::default();
+        logged.put(Cf::Meta, b"k".to_vec(), b"logged".to_vec());
+        store.write(logged, true).unwrap();
+        let mut unlogged = Batch::default();
+        unlogged.put(Cf::Meta, b"k".to_vec(), b"unlogged".to_vec());
+        store.write_unlogged(unlogged).unwrap();
+        store.persist_unlogged().unwrap();
+        let mut after = Batch::default();
+        after.put(Cf::RaftLog, b"entry".to_vec(), b"1".to_vec());
+        store.write(after, true).unwrap();
+    }
+    let store = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(store.get(Cf::Meta, b"k").unwrap(), Some(b"unlogged".to_vec()));
+    assert_eq!(store.get(Cf::RaftLog, b"entry").unwrap(), Some(b"1".to_vec()));
 }
