@@ -21,6 +21,11 @@ use crate::retry::Backoff;
 
 /// Messages in flight on a publisher unless told otherwise.
 pub const DEFAULT_PUBLISH_WINDOW: usize = 256;
+/// Most messages sent in one request on the stream (the broker takes 1000).
+const MAX_REQUEST_MESSAGES: usize = 256;
+/// Payload bytes after which a request takes no further message; a larger
+/// message goes alone.
+const MAX_REQUEST_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// A pipelined publisher.
 ///
@@ -252,25 +257,18 @@ impl PublishTask {
         }
         if let Some(stream) = &self.stream {
             let outbound = stream.outbound.clone();
-            let mut jobs = jobs.into_iter();
-            while let Some(job) = jobs.next() {
-                if let Some(job) = self.enqueue(&outbound, job) {
-                    self.waiting.push_back(job);
-                    self.waiting.extend(jobs);
-                    self.on_stream_failure(Error::Transport {
-                        message: "the publish stream closed".into(),
-                    });
-                    return;
-                }
+            if let Err(unsent) = self.enqueue(&outbound, jobs) {
+                self.waiting.extend(unsent);
+                self.on_stream_failure(Error::Transport {
+                    message: "the publish stream closed".into(),
+                });
             }
             return;
         }
         let (outbound, requests) = mpsc::unbounded_channel();
-        for job in jobs {
-            // The receiver is alive right here, so this cannot fail.
-            if let Some(job) = self.enqueue(&outbound, job) {
-                self.waiting.push_back(job);
-            }
+        // The receiver is alive right here, so nothing comes back.
+        if let Err(unsent) = self.enqueue(&outbound, jobs) {
+            self.waiting.extend(unsent);
         }
         match self.open(requests).await {
             Ok((inbound, generation)) => {
@@ -284,24 +282,45 @@ impl PublishTask {
         }
     }
 
-    /// Sends one job; gives it back if the stream is gone.
+    /// Sends the jobs in requests of at most [`MAX_REQUEST_MESSAGES`]
+    /// messages and about [`MAX_REQUEST_PAYLOAD_BYTES`]; if the stream is
+    /// gone, gives back every job not sent, in order.
     fn enqueue(
         &mut self,
         outbound: &mpsc::UnboundedSender<pb::PublishStreamRequest>,
-        mut job: Job,
-    ) -> Option<Job> {
-        let correlation_id = self.next_correlation;
-        let request = pb::PublishStreamRequest {
-            correlation_id,
-            message: Some(job.message.clone()),
-        };
-        if outbound.send(request).is_err() {
-            return Some(job);
+        jobs: Vec<Job>,
+    ) -> std::result::Result<(), Vec<Job>> {
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let mut items = Vec::new();
+            let mut sent = Vec::new();
+            let mut bytes = 0;
+            while let Some(job) = jobs.next_if(|job| {
+                sent.is_empty()
+                    || (sent.len() < MAX_REQUEST_MESSAGES
+                        && bytes + job.message.payload.len() <= MAX_REQUEST_PAYLOAD_BYTES)
+            }) {
+                bytes += job.message.payload.len();
+                let correlation_id = self.next_correlation;
+                self.next_correlation += 1;
+                items.push(pb::PublishStreamItem {
+                    correlation_id,
+                    message: Some(job.message.clone()),
+                });
+                sent.push((correlation_id, job));
+            }
+            if outbound.send(pb::PublishStreamRequest { items }).is_err() {
+                let mut unsent: Vec<Job> = sent.into_iter().map(|(_, job)| job).collect();
+                unsent.extend(jobs);
+                return Err(unsent);
+            }
+            self.in_flight
+                .extend(sent.into_iter().map(|(correlation_id, mut job)| {
+                    job.attempts += 1;
+                    (correlation_id, job)
+                }));
         }
-        self.next_correlation += 1;
-        job.attempts += 1;
-        self.in_flight.insert(correlation_id, job);
-        None
+        Ok(())
     }
 
     async fn open(
@@ -337,14 +356,20 @@ impl PublishTask {
             }
             Err(status) => return self.on_stream_failure(status_error(status)),
         };
-        let Some(job) = self.in_flight.remove(&response.correlation_id) else {
+        for answer in response.answers {
+            self.on_answer(answer);
+        }
+    }
+
+    fn on_answer(&mut self, answer: pb::PublishStreamAnswer) {
+        let Some(job) = self.in_flight.remove(&answer.correlation_id) else {
             tracing::warn!(
-                correlation_id = response.correlation_id,
+                correlation_id = answer.correlation_id,
                 "answer for no message in flight"
             );
             return;
         };
-        let outcome = match response.result.and_then(|r| r.outcome) {
+        let outcome = match answer.result.and_then(|r| r.outcome) {
             Some(pb::publish_result::Outcome::Ack(ack)) => Ok(receipt_from_pb(ack)),
             Some(pb::publish_result::Outcome::Error(item)) => Err(Error::from_item(&item)),
             None => Err(Error::protocol("publish answer with neither ack nor error")),

@@ -151,19 +151,23 @@ impl Broker for Mock {
         tokio::spawn(async move {
             let mut count = 0;
             while let Ok(Some(request)) = inbound.message().await {
-                let result = mock.store(request.message.unwrap_or_default());
-                count += 1;
-                let limit = mock.state.lock().unwrap().break_publish_stream_after;
-                if limit == Some(count) {
-                    mock.state.lock().unwrap().break_publish_stream_after = None;
-                    let _ = tx.send(Err(Status::unavailable("stream broken")));
-                    return;
+                for item in request.items {
+                    let result = mock.store(item.message.unwrap_or_default());
+                    count += 1;
+                    let limit = mock.state.lock().unwrap().break_publish_stream_after;
+                    if limit == Some(count) {
+                        mock.state.lock().unwrap().break_publish_stream_after = None;
+                        let _ = tx.send(Err(Status::unavailable("stream broken")));
+                        return;
+                    }
+                    let answer = pb::PublishStreamAnswer {
+                        correlation_id: item.correlation_id,
+                        result: Some(result),
+                    };
+                    let _ = tx.send(Ok(pb::PublishStreamResponse {
+                        answers: vec![answer],
+                    }));
                 }
-                let answer = pb::PublishStreamResponse {
-                    correlation_id: request.correlation_id,
-                    result: Some(result),
-                };
-                let _ = tx.send(Ok(answer));
             }
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))

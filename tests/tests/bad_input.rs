@@ -1067,24 +1067,54 @@ async fn publish_stream_names_the_field_of_a_bad_message() -> anyhow::Result<()>
         (3, Some(message("stream.big", &vec![0u8; MIB + 1]).into())),
     ];
     for (correlation_id, message) in bad {
-        tx.send(pb::PublishStreamRequest {
+        let item = pb::PublishStreamItem {
             correlation_id,
             message,
-        })?;
+        };
+        tx.send(pb::PublishStreamRequest { items: vec![item] })?;
     }
     let mut inbound = within(fx.raw.publish_stream(UnboundedReceiverStream::new(rx)))
         .await??
         .into_inner();
     let mut answers = std::collections::BTreeMap::new();
     for _ in 0..3 {
-        let answer = within(inbound.message()).await??.expect("an answer per request");
-        answers.insert(answer.correlation_id, answer.result.expect("a result"));
+        if answers.len() == 3 {
+            break;
+        }
+        let response = within(inbound.message()).await??.expect("an answer per request");
+        for answer in response.answers {
+            answers.insert(answer.correlation_id, answer.result.expect("a result"));
+        }
     }
     expect_item_error(&answers[&1], Code::InvalidArgument, "message.topic");
     expect_item_error(&answers[&2], Code::InvalidArgument, "message");
     expect_item_error(&answers[&3], Code::ResourceExhausted, "message.payload");
     drop(tx);
     fx.assert_unchanged(&before).await?;
+    fx.assert_serves().await
+}
+
+#[tokio::test]
+async fn a_publish_stream_request_of_too_many_messages_is_refused() -> anyhow::Result<()> {
+    let mut fx = Fx::start().await?;
+    let before = fx.snapshot().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    // One more than the broker takes per request (1000).
+    let items = (0..1001)
+        .map(|correlation_id| pb::PublishStreamItem {
+            correlation_id,
+            message: Some(message("stream.many", b"x").into()),
+        })
+        .collect();
+    tx.send(pb::PublishStreamRequest { items })?;
+    let mut inbound = within(fx.raw.publish_stream(UnboundedReceiverStream::new(rx)))
+        .await??
+        .into_inner();
+    let status = expect_status(within(inbound.message()).await?, Code::ResourceExhausted, "items");
+    assert!(status.message().contains("1000"), "{status:?}");
+    drop(tx);
+    fx.assert_unchanged(&before).await?;
+    expect_status(fx.get_topic("stream.many").await, Code::NotFound, "name");
     fx.assert_serves().await
 }
 

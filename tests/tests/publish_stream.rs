@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 const TOPIC: &str = "burst.orders";
-/// More than one server-side batch (256) of messages.
+/// More than one server-side batch (256) of messages; the last half in one
+/// request.
 const MESSAGES: u64 = 600;
 /// Every this many messages, one with a bad topic.
 const INVALID_EVERY: u64 = 10;
@@ -42,11 +43,12 @@ fn shape(n: u64) -> (&'static str, String) {
 async fn a_burst_is_answered_message_by_message() -> anyhow::Result<()> {
     let node = TestNode::start().await?;
     let mut raw = tokio::time::timeout(WAIT, BrokerClient::connect(node.endpoint())).await??;
-    // Everything is queued before the call starts, so the broker reads it in bursts.
+    // Everything is queued before the call starts, so the broker reads it in
+    // bursts: requests of a few messages each, then one of many.
     let (tx, rx) = mpsc::unbounded_channel();
-    for n in 0..MESSAGES {
+    let item = |n: u64| {
         let (topic, id) = shape(n);
-        tx.send(pb::PublishStreamRequest {
+        pb::PublishStreamItem {
             correlation_id: n,
             message: Some(pb::PublishMessage {
                 id,
@@ -55,7 +57,14 @@ async fn a_burst_is_answered_message_by_message() -> anyhow::Result<()> {
                 delivery: pb::DeliveryGuarantee::ExactlyOnce as i32,
                 ..Default::default()
             }),
-        })?;
+        }
+    };
+    let mut n = 0;
+    while n < MESSAGES {
+        let size = if n < MESSAGES / 2 { 3 } else { MESSAGES / 2 };
+        let items = (n..(n + size).min(MESSAGES)).map(item).collect();
+        tx.send(pb::PublishStreamRequest { items })?;
+        n += size;
     }
     drop(tx);
     let mut inbound = tokio::time::timeout(WAIT, raw.publish_stream(UnboundedReceiverStream::new(rx)))
@@ -63,16 +72,22 @@ async fn a_burst_is_answered_message_by_message() -> anyhow::Result<()> {
         .into_inner();
     let mut answers = BTreeMap::new();
     for _ in 0..MESSAGES {
-        let answer = tokio::time::timeout(WAIT, inbound.message())
+        if answers.len() as u64 == MESSAGES {
+            break;
+        }
+        let response = tokio::time::timeout(WAIT, inbound.message())
             .await??
             .expect("an answer for every message");
-        let outcome = answer.result.and_then(|r| r.outcome).expect("an outcome");
-        assert!(
-            answers.insert(answer.correlation_id, outcome).is_none(),
-            "message {} answered twice",
-            answer.correlation_id
-        );
+        for answer in response.answers {
+            let outcome = answer.result.and_then(|r| r.outcome).expect("an outcome");
+            assert!(
+                answers.insert(answer.correlation_id, outcome).is_none(),
+                "message {} answered twice",
+                answer.correlation_id
+            );
+        }
     }
+    assert_eq!(answers.len() as u64, MESSAGES, "every message is answered");
 
     let mut stored: BTreeMap<String, u64> = BTreeMap::new();
     let mut invalid = 0;

@@ -1,6 +1,8 @@
-//! The PublishStream call: many publishes in flight on one stream. What has
-//! arrived together is published together, so a busy stream costs one
-//! engine call (and one task) per batch rather than per message.
+//! The PublishStream call: many publishes in flight on one stream. A
+//! request carries several messages, and what has arrived together is
+//! published together and answered in one response, so a busy stream costs
+//! one engine call, one task and one gRPC message per batch rather than per
+//! message.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::domain::ValidationError;
+use crate::domain::limits::MAX_PUBLISH_BATCH;
 use crate::engine::Broker;
 use crate::error::BrokerError;
 use crate::state::Published;
@@ -19,10 +22,13 @@ use crate::state::Published;
 use super::convert;
 use super::service::{BoxStream, rename_index};
 
-/// Publishes in flight on one stream before the server stops reading it.
-pub const MAX_STREAM_IN_FLIGHT: usize = 1024;
-/// Most stream messages taken into one publish.
+/// Messages in flight on one stream before the server stops reading it.
+const MAX_STREAM_IN_FLIGHT: usize = 4096;
+/// Messages gathered into one publish: requests that have already arrived
+/// join the first until this many messages are taken.
 const MAX_STREAM_BATCH: usize = 256;
+/// Answer batches buffered towards the caller.
+const ANSWER_BUFFER: usize = 64;
 
 /// Answers the stream's publishes as they complete, each under its
 /// correlation id.
@@ -30,7 +36,7 @@ pub fn open(
     broker: Broker,
     incoming: Streaming<pb::PublishStreamRequest>,
 ) -> BoxStream<pb::PublishStreamResponse> {
-    let (out, answers) = mpsc::channel(MAX_STREAM_IN_FLIGHT);
+    let (out, answers) = mpsc::channel(ANSWER_BUFFER);
     tokio::spawn(read(broker, incoming, out));
     Box::pin(ReceiverStream::new(answers))
 }
@@ -45,16 +51,32 @@ async fn read(broker: Broker, mut incoming: Streaming<pb::PublishStreamRequest>,
         let Some(Ok(first)) = incoming.next().await else {
             break;
         };
-        let mut items = vec![first];
-        while items.len() < MAX_STREAM_BATCH {
+        let mut requests = vec![first];
+        let mut count = requests[0].items.len();
+        while count < MAX_STREAM_BATCH {
             match incoming.next().now_or_never() {
-                Some(Some(Ok(item))) => items.push(item),
+                Some(Some(Ok(request))) => {
+                    count += request.items.len();
+                    requests.push(request);
+                }
                 Some(_) => {
                     ended = true;
                     break;
                 }
                 None => break,
             }
+        }
+        if let Some(request) = requests.iter().find(|r| r.items.len() > MAX_PUBLISH_BATCH) {
+            let message = format!(
+                "items: {} messages, at most {MAX_PUBLISH_BATCH} per request",
+                request.items.len()
+            );
+            let _ = out.send(Err(Status::resource_exhausted(message))).await;
+            break;
+        }
+        let items: Vec<_> = requests.into_iter().flat_map(|r| r.items).collect();
+        if items.is_empty() {
+            continue;
         }
         let Ok(permit) = permits.clone().acquire_many_owned(items.len() as u32).await else {
             break;
@@ -64,14 +86,14 @@ async fn read(broker: Broker, mut incoming: Streaming<pb::PublishStreamRequest>,
         // they save a task.
         match (&mut publish).now_or_never() {
             Some(answers) => {
-                if !send_all(&out, answers).await {
+                if out.send(Ok(answers)).await.is_err() {
                     break;
                 }
             }
             None => {
                 let out = out.clone();
                 tokio::spawn(async move {
-                    send_all(&out, publish.await).await;
+                    let _ = out.send(Ok(publish.await)).await;
                     drop(permit);
                 });
             }
@@ -79,19 +101,9 @@ async fn read(broker: Broker, mut incoming: Streaming<pb::PublishStreamRequest>,
     }
 }
 
-/// False once the caller is gone.
-async fn send_all(out: &Out, answers: Vec<pb::PublishStreamResponse>) -> bool {
-    for answer in answers {
-        if out.send(Ok(answer)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 /// Publishes the valid messages of `items` as one batch and answers every
 /// item; an invalid one is answered without holding up the others.
-async fn answers(broker: Broker, items: Vec<pb::PublishStreamRequest>) -> Vec<pb::PublishStreamResponse> {
+async fn answers(broker: Broker, items: Vec<pb::PublishStreamItem>) -> pb::PublishStreamResponse {
     let mut ids = Vec::with_capacity(items.len());
     let mut results: Vec<Option<Result<Published, BrokerError>>> = Vec::with_capacity(items.len());
     let mut valid = Vec::with_capacity(items.len());
@@ -116,14 +128,16 @@ async fn answers(broker: Broker, items: Vec<pb::PublishStreamRequest>) -> Vec<pb
         // Errors name the message as this call knows it: `message.payload`.
         results[position] = Some(outcome.map_err(|e| rename_index(e, usize::MAX)));
     }
-    ids.into_iter()
+    let answers = ids
+        .into_iter()
         .zip(results)
         .map(|(correlation_id, result)| {
             let result = result.unwrap_or_else(|| Err(BrokerError::Internal("no publish result".into())));
-            pb::PublishStreamResponse {
+            pb::PublishStreamAnswer {
                 correlation_id,
                 result: Some(convert::publish_result(result)),
             }
         })
-        .collect()
+        .collect();
+    pb::PublishStreamResponse { answers }
 }
