@@ -17,7 +17,7 @@ pub const MAX_PROPOSAL_MESSAGES: usize = 4096;
 /// Most payload bytes merged into one proposal (a single request may exceed it alone).
 pub const MAX_PROPOSAL_BYTES: usize = 8 * 1024 * 1024;
 /// Proposals of merged publishes in flight at once.
-pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
 /// Publish requests waiting to be merged; a full queue slows publishers down.
 pub const PUBLISH_QUEUE: usize = 4096;
 
