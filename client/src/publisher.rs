@@ -370,7 +370,16 @@ impl PublishTask {
             return;
         };
         let outcome = match answer.result.and_then(|r| r.outcome) {
-            Some(pb::publish_result::Outcome::Ack(ack)) => Ok(receipt_from_pb(ack)),
+            Some(pb::publish_result::Outcome::Ack(mut ack)) => {
+                // The stream's acks leave out what the job already knows.
+                if ack.id.is_empty() {
+                    ack.id.clone_from(&job.message.id);
+                }
+                if ack.topic.is_empty() {
+                    ack.topic.clone_from(&job.message.topic);
+                }
+                Ok(receipt_from_pb(ack))
+            }
             Some(pb::publish_result::Outcome::Error(item)) => Err(Error::from_item(&item)),
             None => Err(Error::protocol("publish answer with neither ack nor error")),
         };

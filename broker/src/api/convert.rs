@@ -90,10 +90,16 @@ fn message_fields(m: pb::PublishMessage) -> Result<NewMessage, ValidationError> 
 }
 
 pub fn publish_result(result: Result<Published, BrokerError>) -> pb::PublishResult {
+    publish_outcome(result, true)
+}
+
+/// A publish result, with the message's id and topic in an ack or not (a
+/// publish stream's caller knows them by correlation id).
+pub fn publish_outcome(result: Result<Published, BrokerError>, names: bool) -> pb::PublishResult {
     let outcome = match result {
         Ok(p) => pb::publish_result::Outcome::Ack(pb::PublishAck {
-            id: p.id.to_string(),
-            topic: p.topic.to_string(),
+            id: if names { p.id.to_string() } else { String::new() },
+            topic: if names { p.topic.to_string() } else { String::new() },
             sequence: p.sequence,
             duplicate: p.duplicate,
             publish_time_ms: p.publish_time_ms,

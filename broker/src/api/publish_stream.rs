@@ -135,7 +135,7 @@ async fn answers(broker: Broker, items: Vec<pb::PublishStreamItem>) -> pb::Publi
             let result = result.unwrap_or_else(|| Err(BrokerError::Internal("no publish result".into())));
             pb::PublishStreamAnswer {
                 correlation_id,
-                result: Some(convert::publish_result(result)),
+                result: Some(convert::publish_outcome(result, false)),
             }
         })
         .collect();
