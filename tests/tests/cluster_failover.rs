@@ -137,3 +137,56 @@ async fn a_leader_cut_off_in_a_minority_refuses_writes_while_the_majority_serves
     consume_all(&client, &acknowledged).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_cut_off_from_its_leader_refuses_writes_without_waiting_out_a_timeout()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let follower = (leader + 1) % 3;
+    let leader_id = cluster.node(leader).broker.consensus().node_id();
+    cluster.isolate(follower);
+    // The follower notices the silence of its leader (a cut link drops
+    // what is sent: its heartbeats just stop arriving).
+    cluster
+        .wait_for(|views| views.iter().any(|(i, v)| *i == follower && !v.quorum))
+        .await?;
+
+    // A write through it would wait out the proposal timeout at the
+    // leader's silent end; it is refused at once instead, retryably.
+    let lonely = Client::connect(
+        ClientOptions::new()
+            .endpoint(cluster.endpoint(follower))
+            .request_timeout(Duration::from_secs(20))
+            .retry_policy(RetryPolicy::none()),
+    )
+    .await?;
+    let started = Instant::now();
+    let refused = lonely.publish(exactly_once_job("cut-off")).await;
+    let error = refused.expect_err("a node cut off from its leader must not acknowledge");
+    assert!(error.is_retryable(), "the refusal is retryable: {error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the refusal came after {:?}",
+        started.elapsed()
+    );
+
+    // The leader and the other follower go on serving meanwhile.
+    let majority: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+    let client = cluster.client(&majority).await?;
+    client.create_subscription("jobs", jobs_subscription()).await?;
+    client.publish(exactly_once_job("majority")).await?;
+    let views = cluster.views();
+    let (_, view) = views.iter().find(|(i, _)| *i == leader).expect("the leader runs");
+    assert_eq!(
+        view.groups[0].leader,
+        Some(leader_id),
+        "the leader kept its place"
+    );
+
+    cluster.heal();
+    cluster.wait_for(|views| all_agree(views, 3)).await?;
+    cluster.wait_caught_up().await?;
+    consume_all(&client, &BTreeSet::from(["majority".to_string()])).await?;
+    Ok(())
+}

@@ -316,7 +316,22 @@ impl Consensus {
         metrics.millis_since_quorum_ack.filter(|ms| *ms > limit)
     }
 
+    /// Fails at once when this node has not heard from `leader` for longer
+    /// than a member may stay silent: it is likely cut off from it (or the
+    /// leader is gone), and a request sent there would only time out. The
+    /// leader may still be reachable from the caller, so it is named.
+    fn check_heard(&self, leader: &NodeInfo) -> Result<(), BrokerError> {
+        let limit = self.silence_limit();
+        match self.mesh().heard_ago(leader.id) {
+            Some(ago) if ago <= limit => Ok(()),
+            _ => Err(BrokerError::NotLeader {
+                leader: Some(leader.address.clone()),
+            }),
+        }
+    }
+
     async fn forward(&self, leader: NodeInfo, command: Command) -> Result<Response, BrokerError> {
+        self.check_heard(&leader)?;
         let request = PeerRequest::Forward {
             group: MAIN_GROUP,
             command,

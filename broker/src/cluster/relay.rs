@@ -96,6 +96,7 @@ impl Consensus {
             .leader_info()
             .filter(|leader| leader.id != self.node_id())
             .ok_or_else(|| BrokerError::Unavailable("no other node is known to lead; retry".into()))?;
+        self.check_heard(&leader)?;
         match self
             .mesh()
             .call(&leader.address, PeerRequest::Relay(request), timeout)

@@ -142,7 +142,8 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Links to cut or slow down, shared by the nodes of a test cluster.
-/// Keys are (from, to) advertised addresses; a cut is one direction.
+/// Keys are (from, to) advertised addresses; a cut is one direction, and
+/// drops calls silently (they time out) like a real partition.
 #[derive(Clone, Default)]
 pub struct Faults {
     table: Arc<Mutex<FaultTable>>,
@@ -175,13 +176,15 @@ impl Faults {
         table.delay.clear();
     }
 
-    fn check(&self, from: &str, to: &str) -> Result<Option<Duration>, TransportError> {
+    /// What happens to a call on the link: `None` when it is cut, else the
+    /// delay to add (if any).
+    fn check(&self, from: &str, to: &str) -> Option<Option<Duration>> {
         let table = self.table.lock().expect("faults lock");
         let link = (from.to_string(), to.to_string());
         if table.cut.contains(&link) {
-            return Err(TransportError::Unreachable(to.into(), "the link is cut".into()));
+            return None;
         }
-        Ok(table.delay.get(&link).copied())
+        Some(table.delay.get(&link).copied())
     }
 }
 
@@ -210,8 +213,13 @@ impl Mesh {
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerReply, TransportError> {
-        let delay = self.faults.check(&self.me, address)?;
         let millis = timeout.as_millis() as u64;
+        let Some(delay) = self.faults.check(&self.me, address) else {
+            // A cut link drops what is sent, as a real partition does: no
+            // answer and no error, until the caller gives up.
+            tokio::time::sleep(timeout).await;
+            return Err(TransportError::Timeout(address.into(), millis));
+        };
         let call = async {
             // An injected delay counts against the caller's timeout, as a slow link would.
             if let Some(delay) = delay {
