@@ -190,3 +190,32 @@ async fn a_follower_cut_off_from_its_leader_refuses_writes_without_waiting_out_a
     consume_all(&client, &BTreeSet::from(["majority".to_string()])).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_waiting_on_a_leader_that_loses_its_quorum_fails_when_the_leader_knows() -> anyhow::Result<()>
+{
+    let cluster = TestCluster::start(3).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let client = Client::connect(
+        ClientOptions::new()
+            .endpoint(cluster.endpoint(leader))
+            .request_timeout(Duration::from_secs(20))
+            .retry_policy(RetryPolicy::none()),
+    )
+    .await?;
+    client.publish(exactly_once_job("before")).await?;
+    // Cut off before the write: the leader accepts it, and its replication
+    // goes nowhere. It must not wait out the proposal timeout (10 s).
+    cluster.isolate(leader);
+    let started = Instant::now();
+    let refused = client.publish(exactly_once_job("in-flight")).await;
+    let error = refused.expect_err("a minority must not acknowledge a write");
+    assert!(error.is_retryable(), "the refusal is retryable: {error}");
+    assert!(error.to_string().contains("no quorum"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the refusal came after {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -17,6 +17,7 @@ mod log_store;
 mod membership;
 mod monitor;
 mod network;
+mod propose;
 mod relay;
 mod state_machine;
 mod status;
@@ -32,12 +33,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, watch};
 
 use crate::domain::Message;
 use crate::error::BrokerError;
-use crate::state::{Applied, Command, Response, StateMachine};
+use crate::state::{Applied, StateMachine};
 use crate::storage::Store;
 
 pub use grpc::{GrpcTransport, PeerService};
@@ -50,7 +50,7 @@ pub use status::{ClusterView, GroupView, NodeView, Role};
 pub use transport::{Faults, MembershipChange, NodeInfo, PEER_CALL_TIMEOUT_MS, Transport};
 pub use types::{NodeId, TypeConfig};
 
-use transport::{Mesh, PeerReply, PeerRequest};
+use transport::{Mesh, PeerRequest};
 
 /// How long a proposal may wait for its commit before the caller is told to retry.
 pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
@@ -265,91 +265,6 @@ impl Consensus {
 
     async fn is_initialized(&self) -> bool {
         self.raft().is_initialized().await.unwrap_or(false)
-    }
-
-    /// Orders `command`, waits for it to be durable on a quorum and applied,
-    /// and returns the state machine's answer. A node that does not lead
-    /// forwards the command to the leader.
-    pub async fn propose(&self, command: Command) -> Result<Response, BrokerError> {
-        match self.leader_info() {
-            Some(leader) if leader.id != self.inner.me.id => self.forward(leader, command).await,
-            _ => self.propose_here(command).await,
-        }
-    }
-
-    /// Proposes on this node, which must lead; never forwards further.
-    async fn propose_here(&self, command: Command) -> Result<Response, BrokerError> {
-        // A leader cut off from its quorum could only time out: say so now.
-        if let Some(silence) = self.quorum_silence() {
-            return Err(BrokerError::Unavailable(format!(
-                "no quorum: this leader has not heard from a majority for {silence} ms; retry"
-            )));
-        }
-        let write = self.raft().client_write(command);
-        let outcome = tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await;
-        match outcome {
-            Err(_) => Err(BrokerError::Unavailable(format!(
-                "the write was not committed within {PROPOSE_TIMEOUT_MS} ms (no quorum?); retry with the same message id"
-            ))),
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                Err(BrokerError::NotLeader {
-                    leader: forward.leader_node.map(|n| n.addr),
-                })
-            }
-            Ok(Err(e)) => Err(BrokerError::Unavailable(format!("consensus: {e}"))),
-        }
-    }
-
-    /// On a leader of several voters, how long a majority has been silent,
-    /// when that is longer than an election takes.
-    fn quorum_silence(&self) -> Option<u64> {
-        let watch = self.raft().metrics();
-        let metrics = watch.borrow();
-        if metrics.state != ServerState::Leader
-            || metrics.membership_config.membership().voter_ids().count() < 2
-        {
-            return None;
-        }
-        let limit = self.options().election_timeout_ms * 2;
-        // `None` right after an election: no heartbeat round has ended yet.
-        metrics.millis_since_quorum_ack.filter(|ms| *ms > limit)
-    }
-
-    /// Fails at once when this node has not heard from `leader` for longer
-    /// than a member may stay silent: it is likely cut off from it (or the
-    /// leader is gone), and a request sent there would only time out. The
-    /// leader may still be reachable from the caller, so it is named.
-    fn check_heard(&self, leader: &NodeInfo) -> Result<(), BrokerError> {
-        let limit = self.silence_limit();
-        match self.mesh().heard_ago(leader.id) {
-            Some(ago) if ago <= limit => Ok(()),
-            _ => Err(BrokerError::NotLeader {
-                leader: Some(leader.address.clone()),
-            }),
-        }
-    }
-
-    async fn forward(&self, leader: NodeInfo, command: Command) -> Result<Response, BrokerError> {
-        self.check_heard(&leader)?;
-        let request = PeerRequest::Forward {
-            group: MAIN_GROUP,
-            command,
-        };
-        let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
-        match self.mesh().call(&leader.address, request, timeout).await {
-            Ok(PeerReply::Forward(result)) => {
-                metrics::counter!(crate::metrics::FORWARDED).increment(1);
-                result
-            }
-            Ok(other) => Err(BrokerError::Internal(format!(
-                "unexpected answer to a forward: {other:?}"
-            ))),
-            Err(e) => Err(BrokerError::Unavailable(format!(
-                "the leader (node {} at {}) could not be reached: {e}; retry",
-                leader.id, leader.address
-            ))),
-        }
     }
 
     /// Sends at-most-once messages to every other member, for their live
