@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::BrokerError;
+use crate::storage::{DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES};
 
 /// Where a node keeps its data unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -13,6 +14,10 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// The admin HTTP address unless told otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7401";
+
+/// The largest cache a node may be given, in bytes (1 TiB).
+const MAX_CACHE_BYTES: u64 = 1 << 40;
+const MIB: u64 = 1024 * 1024;
 
 /// Flags of `hermod serve`. Every flag can also come from the environment
 /// (`HERMOD_*`) or the TOML file named by `--config`.
@@ -34,6 +39,9 @@ pub struct ServeArgs {
     /// Turning it off risks losing acknowledged messages on power loss.
     #[arg(long, env = "HERMOD_FSYNC")]
     pub fsync: Option<bool>,
+    /// Memory for RocksDB's block cache and write buffers together, in MiB.
+    #[arg(long, env = "HERMOD_CACHE_MB")]
+    pub cache_mb: Option<u64>,
     /// Create a topic on its first publish.
     #[arg(long, env = "HERMOD_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -62,6 +70,9 @@ pub struct ServeArgs {
     /// Lower bound of the Raft election timeout in milliseconds (the upper is twice it).
     #[arg(long, env = "HERMOD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Raft log entries between snapshots (the log before a snapshot is purged).
+    #[arg(long, env = "HERMOD_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<u64>,
 }
 
 /// The settings a TOML file may hold; every key is optional.
@@ -72,6 +83,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     fsync: Option<bool>,
+    cache_mb: Option<u64>,
     auto_create_topics: Option<bool>,
     log_format: Option<String>,
     node_id: Option<u64>,
@@ -81,6 +93,7 @@ struct FileConfig {
     expect_nodes: Option<u32>,
     heartbeat_interval_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    snapshot_every_entries: Option<u64>,
 }
 
 /// Log output format.
@@ -97,6 +110,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub fsync: bool,
+    /// RocksDB's block cache and write buffers together, in bytes.
+    pub cache_bytes: u64,
     pub auto_create_topics: bool,
     pub log_format: LogFormat,
     pub cluster: ClusterConfig,
@@ -113,6 +128,7 @@ pub struct ClusterConfig {
     pub expect_nodes: u32,
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
+    pub snapshot_every_entries: u64,
 }
 
 impl ClusterConfig {
@@ -144,12 +160,15 @@ impl Default for ClusterConfig {
             expect_nodes: 1,
             heartbeat_interval_ms: crate::cluster::DEFAULT_HEARTBEAT_INTERVAL_MS,
             election_timeout_ms: crate::cluster::DEFAULT_ELECTION_TIMEOUT_MS,
+            snapshot_every_entries: crate::cluster::DEFAULT_SNAPSHOT_EVERY_ENTRIES,
         }
     }
 }
 
 /// Most nodes `expect_nodes` may ask for.
 pub const MAX_EXPECT_NODES: u32 = 100;
+/// Fewest log entries between snapshots: more often would snapshot all the time.
+pub const MIN_SNAPSHOT_EVERY_ENTRIES: u64 = 100;
 /// Shortest heartbeat interval accepted, in milliseconds.
 pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 10;
 
@@ -185,6 +204,10 @@ impl ClusterConfig {
                 .election_timeout_ms
                 .or(file.election_timeout_ms)
                 .unwrap_or(defaults.election_timeout_ms),
+            snapshot_every_entries: args
+                .snapshot_every_entries
+                .or(file.snapshot_every_entries)
+                .unwrap_or(defaults.snapshot_every_entries),
         };
         config.validate()?;
         Ok(config)
@@ -217,6 +240,12 @@ impl ClusterConfig {
                 )));
             }
         }
+        if self.snapshot_every_entries < MIN_SNAPSHOT_EVERY_ENTRIES {
+            return Err(BrokerError::Config(format!(
+                "snapshot_every_entries: {} is below the minimum of {MIN_SNAPSHOT_EVERY_ENTRIES}",
+                self.snapshot_every_entries
+            )));
+        }
         if self.heartbeat_interval_ms < MIN_HEARTBEAT_INTERVAL_MS {
             return Err(BrokerError::Config(format!(
                 "heartbeat_interval_ms: {} is below the minimum of {MIN_HEARTBEAT_INTERVAL_MS}",
@@ -242,6 +271,7 @@ impl Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("constant address parses"),
             fsync: true,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             auto_create_topics: true,
             log_format: LogFormat::Text,
             cluster: ClusterConfig::default(),
@@ -265,8 +295,13 @@ impl Config {
                 )));
             }
         };
+        let cache_bytes = match args.cache_mb.or(file.cache_mb) {
+            None => defaults.cache_bytes,
+            Some(mb) => cache_bytes(mb)?,
+        };
         Ok(Self {
             cluster,
+            cache_bytes,
             data_dir: args
                 .data_dir
                 .clone()
@@ -285,6 +320,19 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// Checks a cache size in MiB and turns it into bytes.
+fn cache_bytes(mb: u64) -> Result<u64, BrokerError> {
+    let bytes = mb.saturating_mul(MIB);
+    if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&bytes) {
+        return Err(BrokerError::Config(format!(
+            "cache_mb: {mb} is outside {}..={} MiB",
+            MIN_CACHE_BYTES / MIB,
+            MAX_CACHE_BYTES / MIB
+        )));
+    }
+    Ok(bytes)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, BrokerError> {
@@ -338,6 +386,27 @@ mod tests {
                 .to_string()
                 .contains("log_format")
         );
+    }
+
+    #[test]
+    fn the_cache_size_is_read_in_mib_and_checked() {
+        assert_eq!(
+            Config::resolve(&ServeArgs::default()).unwrap().cache_bytes,
+            DEFAULT_CACHE_BYTES
+        );
+        let args = ServeArgs {
+            cache_mb: Some(64),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&args).unwrap().cache_bytes, 64 * MIB);
+        for mb in [0, 1, u64::MAX] {
+            let args = ServeArgs {
+                cache_mb: Some(mb),
+                ..Default::default()
+            };
+            let error = Config::resolve(&args).unwrap_err().to_string();
+            assert!(error.contains("cache_mb"), "{error} names cache_mb");
+        }
     }
 
     #[test]

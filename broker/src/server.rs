@@ -32,7 +32,8 @@ pub struct Node {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub broker: Broker,
-    store: std::sync::Weak<dyn Store>,
+    /// Ends once the database is closed.
+    closed: watch::Receiver<()>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -147,8 +148,9 @@ impl Node {
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
         let advertise = advertised(&config, grpc_addr)?;
 
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.data_dir.join("db"))?);
-        let weak_store = Arc::downgrade(&store);
+        let rocks = RocksStore::open_with_cache(&config.data_dir.join("db"), config.cache_bytes)?;
+        let closed = rocks.on_close();
+        let store: Arc<dyn Store> = Arc::new(rocks);
         let machine = StateMachine::open(store.clone())?;
         let (applied_tx, applied_rx) = mpsc::channel(APPLIED_CHANNEL);
         let reader = Reader::new(machine.clone());
@@ -165,6 +167,8 @@ impl Node {
             heartbeat_interval_ms: config.cluster.heartbeat_interval_ms,
             election_timeout_ms: config.cluster.election_timeout_ms,
             fsync: config.fsync,
+            snapshot_dir: config.data_dir.join("snapshots"),
+            snapshot_every_entries: config.cluster.snapshot_every_entries,
         };
         let consensus = Consensus::open(
             options,
@@ -213,7 +217,7 @@ impl Node {
             grpc_addr,
             admin_addr,
             broker,
-            store: weak_store,
+            closed,
             stop,
             tasks,
         };
@@ -237,7 +241,7 @@ impl Node {
     pub async fn stop(self) {
         let Node {
             broker,
-            store,
+            mut closed,
             stop,
             tasks,
             ..
@@ -249,11 +253,10 @@ impl Node {
         }
         broker.consensus().shutdown().await;
         drop(broker);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(STOP_TIMEOUT_MS);
-        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        if store.strong_count() > 0 {
+        // The last holder of the store may be closing it on another thread
+        // (RocksDB flushes unlogged writes then): wait for the close itself.
+        let limit = std::time::Duration::from_millis(STOP_TIMEOUT_MS);
+        if tokio::time::timeout(limit, closed.changed()).await.is_err() {
             tracing::warn!("the database was still in use {STOP_TIMEOUT_MS} ms after stopping");
         }
     }

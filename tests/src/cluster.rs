@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use hermod_broker::cluster::{ClusterView, Faults, LocalNetwork, Role};
+use hermod_broker::cluster::{ClusterView, DEFAULT_SNAPSHOT_EVERY_ENTRIES, Faults, LocalNetwork, Role};
 use hermod_broker::config::Config;
 use hermod_broker::server::{Node, PeerLinks};
 use hermod_client::{Client, ClientOptions, Delivery, OutgoingMessage, RetryPolicy};
@@ -50,6 +50,7 @@ pub struct TestCluster {
     pub members: Vec<Member>,
     pub faults: Faults,
     local: Option<LocalNetwork>,
+    snapshot_every_entries: u64,
     _temp: tempfile::TempDir,
 }
 
@@ -60,12 +61,23 @@ impl TestCluster {
     }
 
     pub async fn start_with(size: usize, formation: Formation, links: Links) -> anyhow::Result<Self> {
+        Self::start_snapshotting(size, formation, links, DEFAULT_SNAPSHOT_EVERY_ENTRIES).await
+    }
+
+    /// Like [`TestCluster::start_with`], with a snapshot every `entries` log entries.
+    pub async fn start_snapshotting(
+        size: usize,
+        formation: Formation,
+        links: Links,
+        entries: u64,
+    ) -> anyhow::Result<Self> {
         let temp = tempfile::tempdir()?;
         let addresses: Vec<String> = (0..size).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut cluster = Self {
             members: Vec::new(),
             faults: Faults::default(),
             local: (links == Links::InProcess).then(LocalNetwork::default),
+            snapshot_every_entries: entries,
             _temp: temp,
         };
         for (index, address) in addresses.iter().enumerate() {
@@ -114,6 +126,7 @@ impl TestCluster {
         config.cluster.expect_nodes = member.expect_nodes;
         config.cluster.heartbeat_interval_ms = TEST_HEARTBEAT_MS;
         config.cluster.election_timeout_ms = TEST_ELECTION_TIMEOUT_MS;
+        config.cluster.snapshot_every_entries = self.snapshot_every_entries;
         let links = PeerLinks {
             local: self.local.clone(),
             faults: self.faults.clone(),

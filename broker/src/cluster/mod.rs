@@ -19,6 +19,8 @@ mod monitor;
 mod network;
 mod propose;
 mod relay;
+mod snapshot_file;
+mod snapshots;
 mod state_machine;
 mod status;
 #[cfg(test)]
@@ -29,6 +31,7 @@ mod transport_tests;
 mod types;
 mod view;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +64,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 250;
 /// Default lower bound of the election timeout; the upper bound is twice it.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 /// Log entries between snapshots; the log is purged up to a snapshot.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 50_000;
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 50_000;
 /// Entries proposed at once per append, and per replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
 /// The one Raft group of this version; shard groups come with sharding.
@@ -83,6 +86,9 @@ pub struct ClusterOptions {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub fsync: bool,
+    /// Where snapshot files are kept.
+    pub snapshot_dir: PathBuf,
+    pub snapshot_every_entries: u64,
 }
 
 /// The consensus layer of one node; cheap to clone.
@@ -108,8 +114,10 @@ fn raft_config(options: &ClusterOptions) -> Result<Arc<openraft::Config>, Broker
         // Replication and snapshot RPCs get several heartbeats' time before
         // they count as failed.
         install_snapshot_timeout: options.election_timeout_ms * 4,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
+        // What a follower a little behind needs is kept; one further behind
+        // gets the snapshot.
+        max_in_snapshot_log_to_keep: options.snapshot_every_entries / 50,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
@@ -136,7 +144,7 @@ impl Consensus {
         };
         let mesh = Arc::new(Mesh::new(me.address.clone(), transport, faults));
         let log = LogStore::new(store, options.fsync);
-        let sm = StateMachineStore::new(machine, events).map_err(internal)?;
+        let sm = StateMachineStore::new(machine, events, &options.snapshot_dir).map_err(internal)?;
         let network = network::Network::new(mesh.clone(), MAIN_GROUP);
         let raft = types::Raft::new(me.id, raft_config(&options)?, network, log, sm)
             .await

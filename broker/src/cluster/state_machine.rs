@@ -1,41 +1,31 @@
 //! openraft's view of Hermod's state machine: applies committed entries in
 //! one storage batch with the applied position, and builds and installs
-//! snapshots of the replicated column families.
+//! snapshots as files (`snapshots.rs`), never as one buffer in memory.
 
-use std::io::Cursor;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftLogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio::fs::File;
+use tokio::io::AsyncSeekExt;
 use tokio::sync::mpsc;
 
 use crate::state::{Applied, Command, Response, StateMachine, Txn};
-use crate::storage::{Batch, Cf, decode, encode};
+use crate::storage::{Cf, Frozen, decode, encode};
 
+use super::snapshots::{self, SnapshotDir};
 use super::types::{Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
 
-const APPLIED_KEY: &[u8] = b"raft/applied";
-/// The column families that make up the replicated state.
-const STATE_FAMILIES: [Cf; 5] = [Cf::Meta, Cf::Messages, Cf::Dedup, Cf::DedupExpiry, Cf::Acks];
-/// An upper bound above every key the broker writes (keys are under 1 KiB).
-const KEY_CEILING: [u8; 1024] = [0xff; 1024];
+pub(super) const APPLIED_KEY: &[u8] = b"raft/applied";
 
 /// The last applied entry and membership, stored atomically with the data.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedState {
+pub(super) struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-}
-
-/// Every key and value of one column family, tagged by its place in `STATE_FAMILIES`.
-type FamilyImage = (u8, Vec<(Vec<u8>, Vec<u8>)>);
-
-/// A snapshot: the applied state and every key of the replicated families.
-#[derive(Serialize, Deserialize)]
-struct SnapshotImage {
-    applied: AppliedState,
-    families: Vec<FamilyImage>,
 }
 
 /// The openraft adapter around [`StateMachine`].
@@ -43,18 +33,23 @@ pub struct StateMachineStore {
     machine: StateMachine,
     applied: AppliedState,
     events: mpsc::Sender<Vec<Applied>>,
+    snapshots: Arc<SnapshotDir>,
     current: Arc<Mutex<Option<CurrentSnapshot>>>,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Option<PathBuf>,
     snapshot_counter: u64,
 }
 
-type CurrentSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
+type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+type CurrentSnapshot = (Meta, PathBuf);
 
-/// Builds a snapshot from an image taken when it was asked for, so the image
-/// and its applied position agree even while applying goes on.
+/// Builds a snapshot from a copy of the state frozen when it was asked for,
+/// so the copy and its applied position agree even while applying goes on.
 pub struct SnapshotBuilder {
-    image: Result<Vec<u8>, StorageError>,
+    frozen: Option<Result<Box<dyn Frozen>, crate::storage::StorageError>>,
     applied: AppliedState,
     id: u64,
+    snapshots: Arc<SnapshotDir>,
     current: Arc<Mutex<Option<CurrentSnapshot>>>,
 }
 
@@ -62,9 +57,37 @@ fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
+fn snapshot_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, &e).into()
+}
+
+/// Makes `path` the current snapshot and removes the file it replaces (a
+/// reader that has it open keeps reading it).
+fn replace_current(current: &Mutex<Option<CurrentSnapshot>>, meta: Meta, path: PathBuf) {
+    let old = current
+        .lock()
+        .expect("snapshot lock")
+        .replace((meta, path.clone()));
+    if let Some((_, old_path)) = old.filter(|(_, old_path)| *old_path != path)
+        && let Err(e) = std::fs::remove_file(&old_path)
+    {
+        tracing::warn!("cannot remove snapshot {}: {e}", old_path.display());
+    }
+}
+
 impl StateMachineStore {
-    /// Wraps `machine`; applied changes are sent to `events` for the delivery side.
-    pub fn new(machine: StateMachine, events: mpsc::Sender<Vec<Applied>>) -> Result<Self, StorageError> {
+    /// Wraps `machine`, keeping snapshot files in `snapshot_dir`; applied
+    /// changes are sent to `events` for the delivery side.
+    pub fn new(
+        machine: StateMachine,
+        events: mpsc::Sender<Vec<Applied>>,
+        snapshot_dir: &Path,
+    ) -> Result<Self, StorageError> {
+        let (snapshots, finished) =
+            SnapshotDir::open(snapshot_dir, machine.store().as_ref()).map_err(sm_error)?;
+        if finished.is_some() {
+            machine.reload().map_err(sm_error)?;
+        }
         let applied = match machine.store().get(Cf::Meta, APPLIED_KEY).map_err(sm_error)? {
             Some(bytes) => decode(Cf::Meta, &bytes).map_err(sm_error)?,
             None => AppliedState::default(),
@@ -73,28 +96,21 @@ impl StateMachineStore {
             machine,
             applied,
             events,
+            snapshots: Arc::new(snapshots),
             current: Arc::default(),
+            receiving: None,
             snapshot_counter: 0,
         })
-    }
-
-    fn image(&self) -> Result<Vec<u8>, StorageError> {
-        let store = self.machine.store();
-        let mut families = Vec::new();
-        for (index, cf) in STATE_FAMILIES.iter().enumerate() {
-            let entries = store.scan(*cf, &[], &KEY_CEILING, usize::MAX).map_err(sm_error)?;
-            families.push((index as u8, entries));
-        }
-        Ok(encode(&SnapshotImage {
-            applied: self.applied.clone(),
-            families,
-        }))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = std::mem::replace(&mut self.image, Ok(Vec::new()))?;
+        let frozen = self
+            .frozen
+            .take()
+            .ok_or_else(|| snapshot_error(std::io::Error::other("snapshot already built")))?
+            .map_err(snapshot_error)?;
         let last = self.applied.last_applied;
         let snapshot_id = match last {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.id),
@@ -105,10 +121,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.applied.membership.clone(),
             snapshot_id,
         };
-        *self.current.lock().expect("snapshot lock") = Some((meta.clone(), data.clone()));
+        let path = self.snapshots.fresh("snapshot");
+        let (dir, target) = (self.snapshots.clone(), path.clone());
+        // Writing gigabytes takes a while: off the async threads.
+        tokio::task::spawn_blocking(move || snapshots::build(frozen.as_ref(), &dir, &target))
+            .await
+            .map_err(snapshot_error)?
+            .map_err(snapshot_error)?;
+        let file = File::open(&path).await.map_err(snapshot_error)?;
+        replace_current(&self.current, meta.clone(), path);
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -164,50 +188,70 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_counter += 1;
         SnapshotBuilder {
-            image: self.image(),
+            frozen: Some(self.machine.store().freeze()),
             applied: self.applied.clone(),
             id: self.snapshot_counter,
+            snapshots: self.snapshots.clone(),
             current: self.current.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<File>, StorageError> {
+        let path = self.snapshots.fresh("incoming");
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snapshot_error)?;
+        if let Some(earlier) = self.receiving.replace(path) {
+            let _ = std::fs::remove_file(earlier);
+        }
+        Ok(Box::new(file))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let image: SnapshotImage = decode(Cf::Meta, &data).map_err(sm_error)?;
-        let mut batch = Batch::default();
-        for cf in STATE_FAMILIES {
-            batch.delete_range(cf, Vec::new(), KEY_CEILING.to_vec());
+    async fn install_snapshot(&mut self, meta: &Meta, mut snapshot: Box<File>) -> Result<(), StorageError> {
+        // The handle may be any file holding the snapshot (openraft's own
+        // suite hands over another node's): copy it into a file of ours.
+        let path = self.snapshots.fresh("snapshot");
+        let mut copy = File::create(&path).await.map_err(snapshot_error)?;
+        snapshot.seek(SeekFrom::Start(0)).await.map_err(snapshot_error)?;
+        tokio::io::copy(&mut *snapshot, &mut copy)
+            .await
+            .map_err(snapshot_error)?;
+        copy.sync_all().await.map_err(snapshot_error)?;
+        drop((snapshot, copy));
+        if let Some(incoming) = self.receiving.take() {
+            let _ = std::fs::remove_file(incoming);
         }
-        for (index, entries) in image.families {
-            let cf = STATE_FAMILIES[usize::from(index).min(STATE_FAMILIES.len() - 1)];
-            for (k, v) in entries {
-                batch.put(cf, k, v);
-            }
-        }
-        self.applied = AppliedState {
+        self.snapshots.sync().map_err(snapshot_error)?;
+        let applied = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        batch.put(Cf::Meta, APPLIED_KEY.to_vec(), encode(&self.applied));
-        self.machine.store().write(batch, true).map_err(sm_error)?;
+        let (store, file, state) = (self.machine.store().clone(), path.clone(), applied.clone());
+        tokio::task::spawn_blocking(move || snapshots::install(store.as_ref(), &file, &state))
+            .await
+            .map_err(sm_error)?
+            .map_err(sm_error)?;
+        self.applied = applied;
         self.machine.reload().map_err(sm_error)?;
-        *self.current.lock().expect("snapshot lock") = Some((meta.clone(), data));
+        replace_current(&self.current, meta.clone(), path);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self.current.lock().expect("snapshot lock");
-        Ok(current.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        let current = self.current.lock().expect("snapshot lock").clone();
+        match current {
+            Some((meta, path)) => {
+                let file = File::open(&path).await.map_err(snapshot_error)?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(file),
+                }))
+            }
+            None => Ok(None),
+        }
     }
 }

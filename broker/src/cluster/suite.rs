@@ -15,11 +15,12 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).expect("rocksdb opens"));
+        let store: Arc<dyn Store> =
+            Arc::new(RocksStore::open(&dir.path().join("db")).expect("rocksdb opens"));
         let machine = StateMachine::open(store.clone()).expect("state machine opens");
         let (events, mut drain) = mpsc::channel(1024);
         tokio::spawn(async move { while drain.recv().await.is_some() {} });
-        let sm = StateMachineStore::new(machine, events)?;
+        let sm = StateMachineStore::new(machine, events, &dir.path().join("snapshots"))?;
         Ok((dir, LogStore::new(store, true), sm))
     }
 }

@@ -1,7 +1,5 @@
 //! openraft's type configuration for Hermod: commands in, responses out.
 
-use std::io::Cursor;
-
 use crate::state::{Command, Response};
 
 openraft::declare_raft_types!(
@@ -12,7 +10,8 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        // Snapshots are files: a state of millions of messages never sits in memory whole.
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{Batch, Cf, Entry, Op, StorageError, Store};
+use super::{Batch, Cf, Entry, Frozen, Op, StorageError, Store};
 
 /// One column family: keys in order.
 type Family = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -19,6 +19,29 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+/// A frozen in-memory store is a deep copy: tests keep their data small.
+struct FrozenMemory(HashMap<Cf, Family>);
+
+impl Frozen for FrozenMemory {
+    fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+        Ok(scan_family(self.0.get(&cf), from, to, limit))
+    }
+}
+
+fn scan_family(family: Option<&Family>, from: &[u8], to: &[u8], limit: usize) -> Vec<Entry> {
+    if from >= to {
+        return Vec::new();
+    }
+    family
+        .map(|m| {
+            m.range(range(from, to))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn range(from: &[u8], to: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
@@ -71,22 +94,19 @@ impl Store for MemoryStore {
     }
 
     fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
         let families = self
             .families
             .read()
             .expect("no writer panics while holding the lock");
-        Ok(families
-            .get(&cf)
-            .map(|m| {
-                m.range(range(from, to))
-                    .take(limit)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(scan_family(families.get(&cf), from, to, limit))
+    }
+
+    fn freeze(&self) -> Result<Box<dyn Frozen>, StorageError> {
+        let families = self
+            .families
+            .read()
+            .expect("no writer panics while holding the lock");
+        Ok(Box::new(FrozenMemory(families.clone())))
     }
 
     fn last(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<Entry>, StorageError> {

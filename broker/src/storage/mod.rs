@@ -11,7 +11,7 @@ mod suite;
 
 pub use codec::{decode, encode};
 pub use memory::MemoryStore;
-pub use rocks::RocksStore;
+pub use rocks::{DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES, RocksStore};
 
 /// The kinds of data, each in its own column family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,6 +114,13 @@ impl Batch {
 /// A key and its value, as returned by scans.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// A read-only copy of a whole store as of one moment, readable while the
+/// store goes on changing: what a snapshot of the state is built from.
+pub trait Frozen: Send + Sync + 'static {
+    /// Up to `limit` entries with keys in `[from, to)`, in key order.
+    fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
+}
+
 /// A key-value store with column families, atomic batches and ordered scans.
 /// Calls block (RocksDB does I/O): call them from blocking threads.
 pub trait Store: Send + Sync + 'static {
@@ -145,4 +152,8 @@ pub trait Store: Send + Sync + 'static {
     /// moment, never a mix. Called before the data it was rebuilt from is
     /// thrown away.
     fn persist_unlogged(&self) -> Result<(), StorageError>;
+
+    /// A copy of every family as of now, unlogged writes included. It costs
+    /// little memory: RocksDB's copy shares its files through hard links.
+    fn freeze(&self) -> Result<Box<dyn Frozen>, StorageError>;
 }

@@ -56,6 +56,34 @@ fn contract(store: &dyn Store) {
     assert_eq!(store.get(Cf::Acks, b"u1").unwrap(), Some(b"unlogged".to_vec()));
     assert_eq!(store.get(Cf::Meta, b"b1").unwrap(), None);
     store.persist_unlogged().unwrap();
+
+    frozen_copies_keep_their_moment(store);
+}
+
+/// A frozen copy holds every write made before it, unlogged ones included,
+/// and none made after.
+fn frozen_copies_keep_their_moment(store: &dyn Store) {
+    let mut batch = Batch::default();
+    batch.put(Cf::Dedup, b"f1".to_vec(), b"before".to_vec());
+    batch.put(Cf::Meta, b"fz".to_vec(), b"doomed".to_vec());
+    store.write_unlogged(batch).unwrap();
+    let frozen = store.freeze().unwrap();
+    let mut batch = Batch::default();
+    batch.put(Cf::Dedup, b"f1".to_vec(), b"after".to_vec());
+    batch.put(Cf::Dedup, b"f2".to_vec(), b"after".to_vec());
+    batch.delete(Cf::Meta, b"fz".to_vec());
+    store.write(batch, false).unwrap();
+    assert_eq!(
+        frozen.scan(Cf::Dedup, b"f", b"g", 10).unwrap(),
+        vec![(b"f1".to_vec(), b"before".to_vec())]
+    );
+    assert_eq!(
+        frozen.scan(Cf::Meta, b"fz", b"g", 10).unwrap(),
+        vec![(b"fz".to_vec(), b"doomed".to_vec())]
+    );
+    assert_eq!(store.get(Cf::Meta, b"fz").unwrap(), None);
+    assert_eq!(store.get(Cf::Dedup, b"f1").unwrap(), Some(b"after".to_vec()));
+    assert!(frozen.scan(Cf::Dedup, b"g", b"f", 10).unwrap().is_empty());
 }
 
 #[test]
