@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::memory::MIB;
 use crate::report::SystemResult;
 
 /// How often the spinner and elapsed time are redrawn.
@@ -51,7 +52,10 @@ impl Bar {
         let summary = match result {
             SystemResult::Ran(m) => {
                 let p99 = m.p99_us.map_or(String::new(), |p| format!(", p99 {p} us"));
-                format!("{:.0} msg/s{p99}", m.msgs_per_s)
+                let rss = m.memory.as_ref().map_or(String::new(), |memory| {
+                    format!(", peak RSS {:.1} MiB", memory.rss_peak_bytes as f64 / MIB as f64)
+                });
+                format!("{:.0} msg/s{p99}{rss}", m.msgs_per_s)
             }
             SystemResult::Failed { error } => format!("FAILED: {error}"),
         };

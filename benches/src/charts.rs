@@ -1,4 +1,4 @@
-//! PNG charts of a report, drawn with plotters: throughput over time, latency percentiles, and 1-node against 3-node.
+//! PNG charts of a report, drawn with plotters: throughput over time, latency percentiles, 1-node against 3-node, and resident memory over time.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use crate::font::{FAMILY, Font};
 use crate::measure::Percentiles;
+use crate::memory::{MIB, MemoryUse, RSS_ALLOWANCE_MIB};
 use crate::outcome::Measured;
 use crate::report::{Report, ScenarioReport};
 use crate::scenario::ScenarioName;
@@ -35,6 +36,10 @@ const NATS: RGBColor = RGBColor(230, 120, 20);
 const HEADROOM: f64 = 1.4;
 /// The measured window, shaded behind the throughput lines.
 const WINDOW_SHADE: RGBColor = RGBColor(235, 235, 235);
+/// Hermod's memory bound, dashed across the memory chart.
+const BOUND: RGBColor = RGBColor(200, 30, 30);
+/// Pixels of a dash and of the gap after it.
+const DASH: (u32, u32) = (8, 6);
 
 /// Draws every chart the report has data for into `dir`; returns their paths.
 pub fn draw_all(report: &Report, dir: &Path, _font: Font) -> anyhow::Result<Vec<PathBuf>> {
@@ -77,7 +82,24 @@ pub fn draw_all(report: &Report, dir: &Path, _font: Font) -> anyhow::Result<Vec<
         nodes_chart(&path, one, three)?;
         written.push(path);
     }
+    if let Some(memory) = report
+        .scenario(ScenarioName::MemoryBacklog)
+        .filter(|s| !memory_of(s).is_empty())
+    {
+        let path = dir.join("memory.png");
+        memory_chart(&path, memory)?;
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// Each system's memory figures, for those that ran and sampled.
+fn memory_of(scenario: &ScenarioReport) -> Vec<(&'static str, &MemoryUse)> {
+    scenario
+        .systems()
+        .into_iter()
+        .filter_map(|(system, m)| Some((system, m.memory.as_ref()?)))
+        .collect()
 }
 
 /// The latency a scenario reports as its p50/p99, with every percentile.
@@ -174,6 +196,87 @@ fn throughput_panel(area: &Area, scenario: &ScenarioReport) -> anyhow::Result<()
             .draw_series(LineSeries::new(points, line.stroke_width(2)))?
             .label(format!("{system} ({} msg/s)", short(m.msgs_per_s)))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2)));
+    }
+    legend(&mut chart)
+}
+
+/// memory-backlog's chart: one panel as wide as two, since the timeline
+/// is the whole chart and its title is long.
+fn memory_chart(path: &Path, scenario: &ScenarioReport) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (2 * PANEL.0, PANEL.1 + TITLE_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Resident memory (VmRSS) while an unconsumed backlog fills",
+        (FAMILY, TITLE_SIZE),
+    )?;
+    memory_panel(&root, scenario)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One scenario's resident memory over time, a line per system, with a
+/// dashed mark where each fill ended and Hermod's bound dashed across.
+fn memory_panel(area: &Area, scenario: &ScenarioReport) -> anyhow::Result<()> {
+    let systems = memory_of(scenario);
+    let to_mib = |bytes: u64| bytes as f64 / MIB as f64;
+    let seconds = systems
+        .iter()
+        .flat_map(|(_, m)| m.rss_timeline.last().map(|(t, _)| *t))
+        .fold(1.0, f64::max);
+    let bound = systems.iter().find_map(|(_, m)| m.bound);
+    let highest = systems
+        .iter()
+        .map(|(_, m)| m.rss_peak_bytes)
+        .chain(bound.map(|b| b.bound_bytes))
+        .max()
+        .unwrap_or(MIB);
+    let top = to_mib(highest) * HEADROOM;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("{} (vertical dashes: where each fill ended)", scenario.name),
+            (FAMILY, CAPTION_SIZE),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(58)
+        .build_cartesian_2d(0f64..seconds, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds from the start of the fill")
+        .y_desc("MiB")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(LIGHT_LINES)
+        .label_style((FAMILY, LABEL_SIZE))
+        .draw()?;
+    for (system, m) in &systems {
+        let line = color(system);
+        let points = m.rss_timeline.iter().map(|(t, rss)| (*t, to_mib(*rss)));
+        chart
+            .draw_series(LineSeries::new(points, line.stroke_width(2)))?
+            .label(format!("{system} (peak {:.0} MiB)", to_mib(m.rss_peak_bytes)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line.stroke_width(2)));
+        let fill_end = [(m.fill_end_s, 0.0), (m.fill_end_s, top)];
+        chart.draw_series(DashedLineSeries::new(
+            fill_end,
+            DASH.0,
+            DASH.1,
+            line.stroke_width(1),
+        ))?;
+    }
+    if let Some(bound) = bound {
+        let level = to_mib(bound.bound_bytes);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, level), (seconds, level)],
+                DASH.0,
+                DASH.1,
+                BOUND.stroke_width(2),
+            ))?
+            .label(format!(
+                "hermod bound: cache {:.0} + {RSS_ALLOWANCE_MIB} MiB",
+                to_mib(bound.cache_bytes)
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BOUND.stroke_width(2)));
     }
     legend(&mut chart)
 }

@@ -12,11 +12,22 @@ use crate::scenario::ScenarioName;
 const DEFAULT_DURATION_S: f64 = 10.0;
 /// Warm-up before each measured run when neither `--warmup` nor a suite says otherwise.
 const DEFAULT_WARMUP_S: f64 = 2.0;
-/// The quick suite's measured run and warm-up: nine scenarios against two
-/// systems (eighteen runs, with start-up, backlogs and drain) take about
+/// The quick suite's measured run and warm-up: nine timed scenarios against
+/// two systems (eighteen runs, with start-up, backlogs and drain) take about
 /// three minutes on 2 cores.
 const QUICK_DURATION_S: f64 = 8.0;
 const QUICK_WARMUP_S: f64 = 2.0;
+/// Messages memory-backlog publishes: the 10 million of the memory bound's issue.
+const DEFAULT_MESSAGES: u64 = 10_000_000;
+/// Messages memory-backlog publishes in the quick suite, which keeps the
+/// suite under five minutes (10 million take several minutes on their own).
+const QUICK_MESSAGES: u64 = 1_000_000;
+/// The most messages memory-backlog may publish.
+const MAX_MESSAGES: u64 = 100_000_000;
+/// The cache passed to every Hermod started, in MiB: the broker's own default.
+const DEFAULT_CACHE_MB: u64 = 256;
+/// The largest cache accepted, in MiB (1 TiB).
+const MAX_CACHE_MB: u64 = 1024 * 1024;
 /// Messages published before a backlog scenario consumes them.
 const DEFAULT_BACKLOG: u64 = 100_000;
 /// The largest backlog allowed: it is filled before the measured time starts.
@@ -70,6 +81,17 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u64,
 
+    /// Messages memory-backlog publishes and leaves unconsumed (default
+    /// 10000000; 1000000 in the quick suite).
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+
+    /// RocksDB's block cache and memtables of every Hermod started, in MiB,
+    /// passed as `hermod serve --cache-mb` when the broker has that flag;
+    /// memory-backlog's bound on peak RSS is this plus 256 MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_MB)]
+    pub cache_mb: u64,
+
     /// Producer tasks, each with its own connection.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub producers: usize,
@@ -121,6 +143,10 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub producers: usize,
     pub backlog: u64,
+    /// Messages memory-backlog publishes.
+    pub messages: u64,
+    /// The cache asked of every Hermod started (see `HermodLaunch` for the one it ran with).
+    pub cache_mb: u64,
 }
 
 fn seconds<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -184,6 +210,18 @@ impl Options {
             "--backlog: {} is not between 1 and {MAX_BACKLOG}",
             self.backlog
         );
+        let messages = self
+            .messages
+            .unwrap_or(if quick { QUICK_MESSAGES } else { DEFAULT_MESSAGES });
+        anyhow::ensure!(
+            (1..=MAX_MESSAGES).contains(&messages),
+            "--messages: {messages} is not between 1 and {MAX_MESSAGES}"
+        );
+        anyhow::ensure!(
+            (1..=MAX_CACHE_MB).contains(&self.cache_mb),
+            "--cache-mb: {} is not between 1 and {MAX_CACHE_MB}",
+            self.cache_mb
+        );
         anyhow::ensure!(
             (1..=64).contains(&self.producers),
             "--producers: {} is not between 1 and 64",
@@ -203,6 +241,8 @@ impl Options {
             rate: self.rate,
             producers: self.producers,
             backlog: self.backlog,
+            messages,
+            cache_mb: self.cache_mb,
         })
     }
 
@@ -228,6 +268,10 @@ mod tests {
         assert_eq!(names[0], ScenarioName::Latency1k);
         let settings = options.settings().expect("settings");
         assert_eq!(settings.duration, Duration::from_secs_f64(QUICK_DURATION_S));
+        assert_eq!(settings.messages, QUICK_MESSAGES);
+        assert_eq!(settings.cache_mb, DEFAULT_CACHE_MB);
+        let alone = Options::parse_from(["hermod-bench", "--scenario", "memory-backlog"]);
+        assert_eq!(alone.settings().expect("settings").messages, DEFAULT_MESSAGES);
     }
 
     #[test]
@@ -235,6 +279,9 @@ mod tests {
         let options = Options::parse_from(["hermod-bench", "--scenario", "alo-publish", "--window", "0"]);
         let error = options.settings().unwrap_err().to_string();
         assert!(error.starts_with("--window"), "{error}");
+        let no_cache = Options::parse_from(["hermod-bench", "--cache-mb", "0"]);
+        let error = no_cache.settings().unwrap_err().to_string();
+        assert!(error.starts_with("--cache-mb"), "{error}");
         let none = Options::parse_from(["hermod-bench"]);
         assert!(none.selected().is_err());
     }

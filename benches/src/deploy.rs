@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::process::{Peering, Ports, Server};
+use crate::process::{HermodLaunch, Peering, Ports, Server};
 
 /// The broker processes of one run, stopped together.
 #[derive(Debug)]
@@ -17,8 +17,8 @@ impl Deployment {
     /// `nodes` Hermod processes; with more than one they form a cluster by
     /// expected size, each with every other as a seed. Waits until every
     /// node is ready (in a cluster: has a quorum).
-    pub async fn hermod(binary: &Path, nodes: usize) -> anyhow::Result<Self> {
-        Self::start(nodes, |ports, peer| Server::spawn_hermod(binary, ports, peer)).await
+    pub async fn hermod(launch: &HermodLaunch, nodes: usize) -> anyhow::Result<Self> {
+        Self::start(nodes, |ports, peer| Server::spawn_hermod(launch, ports, peer)).await
     }
 
     /// `nodes` nats-server processes with JetStream; with more than one they
@@ -83,6 +83,14 @@ impl Deployment {
     /// The process ids of every node still running.
     pub fn pids(&self) -> Vec<u32> {
         self.servers.iter().filter_map(Server::pid).collect()
+    }
+
+    /// The process id of the node clients use, while it runs.
+    pub fn target_pid(&self) -> anyhow::Result<u32> {
+        let server = &self.servers[self.target];
+        server
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", server.name))
     }
 
     /// The Hermod metrics the report keeps, added up over the nodes.

@@ -1,6 +1,5 @@
 //! The scenarios against Hermod (one node, or a 3-node cluster), through the `hermod-client` crate.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,12 +16,15 @@ use crate::deploy::Deployment;
 use crate::flow::collect_acks;
 use crate::load::{ACK_DRAIN, CLOSE_TIMEOUT, Load, Phase, Produced, RunContext};
 use crate::measure::Recorder;
-use crate::outcome::{Fill, Measured, Outcome};
+use crate::memory;
+use crate::outcome::{Measured, Outcome};
+use crate::process::HermodLaunch;
 use crate::scenario::{Shape, Spec};
 
 /// How long one client request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The durable subscription of the latency and backlog scenarios.
+/// The durable subscription of the latency and backlog scenarios (and
+/// memory-backlog's, which nobody consumes).
 const SUBSCRIPTION: &str = "bench-durable";
 /// How long a cluster may take to name its leader, and a backlog to reach the subscription.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,15 +32,16 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Starts fresh brokers, runs the scenario against them, and stops them.
-pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
-    let mut deployment = Deployment::hermod(binary, spec.name.nodes()).await?;
-    let outcome = async {
+pub async fn run(spec: &Spec, launch: &HermodLaunch) -> anyhow::Result<Measured> {
+    let mut deployment = Deployment::hermod(launch, spec.name.nodes()).await?;
+    let measured = async {
         if deployment.len() > 1 {
             target_leader(&mut deployment).await?;
         }
         match spec.name.shape() {
             Shape::Backlog { .. } => backlog(spec, &deployment).await,
-            _ => Ok((drive(spec, &deployment).await?, None)),
+            Shape::MemoryBacklog => memory_backlog(spec, &deployment, launch).await,
+            _ => Ok(drive(spec, &deployment).await?.measured(spec.name.primary())),
         }
     }
     .await;
@@ -49,11 +52,7 @@ pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
     if let Some(status) = exited {
         anyhow::bail!("hermod exited during the run ({status}); log: {:?}", warnings.1);
     }
-    let (outcome, fill) = outcome?;
-    Ok(outcome
-        .measured(spec.name.primary())
-        .with_fill(fill)
-        .with_server(warnings, metrics))
+    Ok(measured?.with_server(warnings, metrics))
 }
 
 async fn connect(url: &str) -> anyhow::Result<Client> {
@@ -152,7 +151,7 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
         ),
         Shape::DurablePublish { exactly_once: true } => (Delivery::ExactlyOnce, None, false),
         Shape::DurablePublish { exactly_once: false } => (Delivery::AtLeastOnce, None, false),
-        Shape::DurableLatency | Shape::Backlog { .. } => {
+        Shape::DurableLatency | Shape::Backlog { .. } | Shape::MemoryBacklog => {
             create_subscription(url, &topic).await?;
             (
                 Delivery::AtLeastOnce,
@@ -175,9 +174,9 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
     load.finish(producers, consumers, spec.fanout()).await
 }
 
-/// The backlog scenarios: publish the backlog, wait until the subscription
-/// holds all of it, then consume and ack it.
-async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcome, Option<Fill>)> {
+/// Creates the durable subscription, publishes the backlog into it as fast
+/// as it is acked, and waits until the subscription holds all of it.
+async fn fill(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> {
     let url = deployment.url();
     let topic = spec.topic();
     create_subscription(url, &topic).await?;
@@ -185,9 +184,15 @@ async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcom
     let load = Load::begin(spec, deployment.pids(), Phase::Fill);
     let producers = spawn_producers(clients, &load, &topic, Delivery::AtLeastOnce);
     let filled = load.finish(producers, Vec::new(), 0).await?;
-    let expected = filled.published();
-    wait_for_backlog(url, expected).await?;
+    wait_for_backlog(url, filled.published()).await?;
+    Ok(filled)
+}
 
+/// The backlog scenarios: fill the backlog, then consume and ack it.
+async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Measured> {
+    let url = deployment.url();
+    let filled = fill(spec, deployment).await?;
+    let expected = filled.published();
     let subscribe = SubscribeOptions::subscription(SUBSCRIPTION);
     let subscribers = subscribers(url, &subscribe, spec.consumers, spec.settings.window).await?;
     let load = Load::begin(spec, deployment.pids(), Phase::Drain { expected });
@@ -196,7 +201,25 @@ async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcom
         .map(|subscriber| tokio::spawn(consume(subscriber, load.context(), true, true)))
         .collect();
     let drained = load.finish(Vec::new(), consumers, 1).await?;
-    Ok((drained, Some(filled.fill())))
+    Ok(drained
+        .measured(spec.name.primary())
+        .with_fill(Some(filled.fill())))
+}
+
+/// memory-backlog: fill the backlog with nobody consuming while sampling
+/// the broker's resident memory, and on through a settle; the figures are
+/// the fill's, with the memory and its bound beside them.
+async fn memory_backlog(
+    spec: &Spec,
+    deployment: &Deployment,
+    launch: &HermodLaunch,
+) -> anyhow::Result<Measured> {
+    let pid = deployment.target_pid()?;
+    let (filled, memory) = memory::sample_during(pid, fill(spec, deployment)).await?;
+    let memory = memory.with_bound(launch.cache_mb, launch.cache_mb_passed);
+    Ok(filled
+        .measured_with_fill(spec.name.primary())
+        .with_memory(Some(memory)))
 }
 
 /// Waits until the subscription's backlog counts every message published

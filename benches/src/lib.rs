@@ -17,6 +17,7 @@ pub mod hermod;
 pub mod load;
 pub mod machine;
 pub mod measure;
+pub mod memory;
 pub mod nats;
 pub mod outcome;
 pub mod process;

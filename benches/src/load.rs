@@ -21,8 +21,6 @@ const DELIVERY_DRAIN: Duration = Duration::from_secs(5);
 const CONSUMER_STOP: Duration = Duration::from_secs(10);
 /// How long closing a publisher or subscriber may take.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long publishing a backlog may take.
-const FILL_LIMIT: Duration = Duration::from_secs(120);
 /// Priorities a message of a priority scenario cycles through (low to critical).
 pub const PRIORITY_LEVELS: u64 = 4;
 
@@ -114,7 +112,7 @@ impl Load {
         let settings = &spec.settings;
         let window = match phase {
             Phase::Steady => Window::starting_now(settings.warmup, settings.duration),
-            Phase::Fill => Window::starting_now(Duration::ZERO, FILL_LIMIT),
+            Phase::Fill => Window::starting_now(Duration::ZERO, spec.fill_limit()),
             Phase::Drain { .. } => Window::starting_now(Duration::ZERO, settings.duration),
         };
         let (stop, stop_rx) = watch::channel(false);

@@ -62,7 +62,7 @@ impl Machine {
 
 /// The trimmed standard output of a command that succeeded (an empty
 /// output counts), bounded in time.
-async fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Option<String> {
+pub async fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Option<String> {
     let run = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)

@@ -18,12 +18,14 @@ use crate::deploy::Deployment;
 use crate::flow::collect_acks;
 use crate::load::{ACK_DRAIN, Load, Phase, Produced, RunContext};
 use crate::measure::Recorder;
-use crate::outcome::{Fill, Measured, Outcome};
+use crate::memory;
+use crate::outcome::{Measured, Outcome};
 use crate::scenario::{Shape, Spec};
 
 /// The stream holding every durable scenario's subjects.
 const STREAM: &str = "BENCH";
-/// The durable pull consumer of the latency and backlog scenarios.
+/// The durable pull consumer of the latency and backlog scenarios (and
+/// memory-backlog's, which pulls nothing).
 const CONSUMER: &str = "bench-durable";
 /// How long one JetStream request or publish ack may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +37,15 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// Starts fresh nats-servers, runs the scenario against them, and stops them.
 pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
     let mut deployment = Deployment::nats(binary, spec.name.nodes()).await?;
-    let outcome = async {
+    let measured = async {
         let shape = spec.name.shape();
         if shape != Shape::FanOut {
             create_stream(spec, &mut deployment).await?;
         }
         match shape {
             Shape::Backlog { .. } => backlog(spec, &deployment).await,
-            _ => Ok((drive(spec, &deployment).await?, None)),
+            Shape::MemoryBacklog => memory_backlog(spec, &deployment).await,
+            _ => Ok(drive(spec, &deployment).await?.measured(spec.name.primary())),
         }
     }
     .await;
@@ -55,11 +58,7 @@ pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
             warnings.1
         );
     }
-    let (outcome, fill) = outcome?;
-    Ok(outcome
-        .measured(spec.name.primary())
-        .with_fill(fill)
-        .with_server(warnings, Default::default()))
+    Ok(measured?.with_server(warnings, Default::default()))
 }
 
 async fn connect(url: &str) -> anyhow::Result<Client> {
@@ -101,7 +100,12 @@ async fn create_stream(spec: &Spec, deployment: &mut Deployment) -> anyhow::Resu
             Err(error) => return Err(error).context("creating the stream"),
         }
     };
-    if matches!(spec.name.shape(), Shape::DurableLatency | Shape::Backlog { .. }) {
+    // memory-backlog has the consumer too, as Hermod has its subscription:
+    // the stream then keeps track of what that consumer has yet to take.
+    if matches!(
+        spec.name.shape(),
+        Shape::DurableLatency | Shape::Backlog { .. } | Shape::MemoryBacklog
+    ) {
         let config = pull::Config {
             durable_name: Some(CONSUMER.to_owned()),
             ack_policy: AckPolicy::Explicit,
@@ -170,7 +174,7 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
         Shape::DurableLatency => {
             durable_streams = pull_streams(url, spec.consumers, spec.settings.window).await?;
         }
-        Shape::DurablePublish { .. } | Shape::Backlog { .. } => {}
+        Shape::DurablePublish { .. } | Shape::Backlog { .. } | Shape::MemoryBacklog => {}
     }
     let clients = producer_clients(url, spec.settings.producers).await?;
 
@@ -200,9 +204,8 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
     load.finish(producers, consumers, spec.fanout()).await
 }
 
-/// The backlog scenarios: publish the backlog (every publish acked means
-/// stored), then consume and ack it.
-async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcome, Option<Fill>)> {
+/// Publishes the backlog as fast as it is acked (every publish acked means stored).
+async fn fill(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> {
     let url = deployment.url();
     let subject = Subject::from(spec.topic());
     let clients = producer_clients(url, spec.settings.producers).await?;
@@ -220,9 +223,14 @@ async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcom
             ))
         })
         .collect();
-    let filled = load.finish(producers, Vec::new(), 0).await?;
-    let expected = filled.published();
+    load.finish(producers, Vec::new(), 0).await
+}
 
+/// The backlog scenarios: fill the backlog, then consume and ack it.
+async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Measured> {
+    let url = deployment.url();
+    let filled = fill(spec, deployment).await?;
+    let expected = filled.published();
     let streams = pull_streams(url, spec.consumers, spec.settings.window).await?;
     let load = Load::begin(spec, deployment.pids(), Phase::Drain { expected });
     let consumers = streams
@@ -230,7 +238,20 @@ async fn backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<(Outcom
         .map(|messages| tokio::spawn(consume_durable(messages, load.context(), true)))
         .collect();
     let drained = load.finish(Vec::new(), consumers, 1).await?;
-    Ok((drained, Some(filled.fill())))
+    Ok(drained
+        .measured(spec.name.primary())
+        .with_fill(Some(filled.fill())))
+}
+
+/// memory-backlog: fill the stream with nobody pulling while sampling the
+/// server's resident memory, and on through a settle (the bound comes from
+/// Hermod's configured cache, so NATS has none).
+async fn memory_backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Measured> {
+    let pid = deployment.target_pid()?;
+    let (filled, memory) = memory::sample_during(pid, fill(spec, deployment)).await?;
+    Ok(filled
+        .measured_with_fill(spec.name.primary())
+        .with_memory(Some(memory)))
 }
 
 /// Core NATS publishes: no ack, so the rate is what the client sends.

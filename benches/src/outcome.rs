@@ -1,11 +1,14 @@
 //! What one system's run of one scenario recorded, and its summary: the figures `report.json` holds per system.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::load::Produced;
 use crate::measure::{Percentiles, Recorder, Window, inversions};
+use crate::memory::MemoryUse;
 use crate::scenario::Primary;
 
 /// Everything one phase of a run recorded, before it is summarised.
@@ -62,6 +65,14 @@ impl Outcome {
         self.acks.as_ref().map_or(self.sent, |acks| acks.total)
     }
 
+    /// When the phase ended: the end of its window, or sooner when it finished early.
+    pub fn ended(&self) -> Instant {
+        match self.span {
+            Some(span) => self.window.measure_from + Duration::from_secs_f64(span),
+            None => self.window.stop_at,
+        }
+    }
+
     fn seconds(&self) -> f64 {
         self.span.unwrap_or(self.window.seconds())
     }
@@ -81,6 +92,12 @@ impl Outcome {
             seconds: round1(self.seconds()),
             msgs_per_s: round1(self.publish_rate()),
         }
+    }
+
+    /// The summary of a fill phase, with what the fill took beside it.
+    pub fn measured_with_fill(self, primary: Primary) -> Measured {
+        let fill = self.fill();
+        self.measured(primary).with_fill(Some(fill))
     }
 
     /// The summary, with `primary` as the latency of p50/p99 and the
@@ -144,6 +161,7 @@ impl Outcome {
             server_log_warnings: 0,
             server_log_sample: Vec::new(),
             server_metrics: BTreeMap::new(),
+            memory: None,
         }
     }
 }
@@ -224,6 +242,10 @@ pub struct Measured {
     pub server_log_sample: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub server_metrics: BTreeMap<String, f64>,
+    /// The server's resident memory, in memory-backlog (its fields sit
+    /// beside the others: `rss_peak_bytes`, `within_bound`, ...).
+    #[serde(flatten)]
+    pub memory: Option<MemoryUse>,
 }
 
 impl Measured {
@@ -239,12 +261,16 @@ impl Measured {
         self.backlog = fill;
         self
     }
+
+    /// Adds what the server's resident memory did.
+    pub fn with_memory(mut self, memory: Option<MemoryUse>) -> Self {
+        self.memory = memory;
+        self
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]
@@ -259,6 +285,7 @@ mod tests {
         outcome.add_deliveries(&deliveries);
         outcome.span = Some(2.0);
         outcome.left = Some(0);
+        assert_eq!(outcome.ended(), window.measure_from + Duration::from_secs(2));
         let measured = outcome.measured(Primary::Consume);
         assert_eq!(measured.msgs_per_s, 2.0);
         assert_eq!(measured.p50_us, None);

@@ -28,6 +28,12 @@ const KEPT_METRICS: [&str; 5] = [
     "hermod_publish_to_ack_seconds_count",
 ];
 
+/// The flag of `hermod serve` that bounds RocksDB's block cache and memtables, in MiB.
+const CACHE_FLAG: &str = "--cache-mb";
+/// The cache `hermod serve` runs with when it has no `--cache-mb` to be
+/// given, in MiB: the default the flag is announced with.
+const BROKER_DEFAULT_CACHE_MB: u64 = 256;
+
 /// The name of the NATS cluster the harness forms.
 const NATS_CLUSTER: &str = "bench";
 /// Attempts to find distinct free ports before giving up.
@@ -82,6 +88,35 @@ pub struct Peering {
     pub seeds: Vec<Ports>,
 }
 
+/// How the harness starts `hermod serve`: the binary, and the cache it is given.
+#[derive(Debug, Clone)]
+pub struct HermodLaunch {
+    pub binary: PathBuf,
+    /// The cache in MiB the broker runs with: the harness's `--cache-mb`
+    /// when the broker takes the flag, its own default otherwise.
+    pub cache_mb: u64,
+    /// Whether `hermod serve --help` lists `--cache-mb`, so the harness passes it.
+    pub cache_mb_passed: bool,
+}
+
+impl HermodLaunch {
+    /// Asks `binary` whether `hermod serve` takes `--cache-mb`, so an older
+    /// broker still starts (with its own cache) instead of refusing the flag.
+    pub async fn detect(binary: PathBuf, cache_mb: u64) -> Self {
+        let help = crate::machine::output(&binary, &["serve", "--help"]).await;
+        let cache_mb_passed = help.is_some_and(|text| text.contains(CACHE_FLAG));
+        Self {
+            binary,
+            cache_mb: if cache_mb_passed {
+                cache_mb
+            } else {
+                BROKER_DEFAULT_CACHE_MB
+            },
+            cache_mb_passed,
+        }
+    }
+}
+
 /// A broker process, killed when dropped, with a data directory and a log
 /// removed with it.
 #[derive(Debug)]
@@ -99,9 +134,11 @@ pub struct Server {
 
 impl Server {
     /// Starts `hermod serve` on fresh storage (fsync on, the default) on
-    /// `ports`; in a cluster, `peer` says how it finds the others. Does not
-    /// wait: see [`wait_ready`](Self::wait_ready).
-    pub fn spawn_hermod(binary: &Path, ports: Ports, peer: Option<Peering>) -> anyhow::Result<Self> {
+    /// `ports`, with the launch's cache when the broker takes one; in a
+    /// cluster, `peer` says how it finds the others. Does not wait: see
+    /// [`wait_ready`](Self::wait_ready).
+    pub fn spawn_hermod(launch: &HermodLaunch, ports: Ports, peer: Option<Peering>) -> anyhow::Result<Self> {
+        let binary = &launch.binary;
         anyhow::ensure!(
             binary.is_file(),
             "no hermod binary at {} (build it with `cargo build --release -p hermod-broker --bin hermod`, or pass --hermod-bin)",
@@ -117,6 +154,9 @@ impl Server {
             .arg(format!("127.0.0.1:{}", ports.client))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{}", ports.http));
+        if launch.cache_mb_passed {
+            command.arg(CACHE_FLAG).arg(launch.cache_mb.to_string());
+        }
         if let Some(peer) = &peer {
             let seeds: Vec<String> = peer
                 .seeds
@@ -374,6 +414,13 @@ pub async fn cpu_during(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_broker_without_the_cache_flag_keeps_its_own_cache() {
+        let launch = HermodLaunch::detect(PathBuf::from("/nonexistent/hermod"), 64).await;
+        assert!(!launch.cache_mb_passed);
+        assert_eq!(launch.cache_mb, BROKER_DEFAULT_CACHE_MB);
+    }
 
     #[test]
     fn this_process_has_a_cpu_time() {

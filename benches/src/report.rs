@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use crate::cli::{Peer, Settings};
 use crate::machine::Machine;
+use crate::memory::{MIB, MemoryUse, RSS_ALLOWANCE_MIB, RSS_SETTLE_S};
 use crate::outcome::Measured;
-use crate::scenario::{ScenarioName, Spec};
+use crate::scenario::{ScenarioName, Shape, Spec};
 
 /// One system's run: its figures, or why there are none.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +28,37 @@ impl SystemResult {
     }
 }
 
+/// What a scenario's `ratio` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatioOf {
+    /// Hermod's `msgs_per_s` over the peer's: higher is better for Hermod.
+    MsgsPerS,
+    /// Hermod's `rss_peak_bytes` over the peer's: lower is better for Hermod.
+    RssPeakBytes,
+}
+
+impl RatioOf {
+    fn of(name: ScenarioName) -> Self {
+        match name.shape() {
+            Shape::MemoryBacklog => Self::RssPeakBytes,
+            _ => Self::MsgsPerS,
+        }
+    }
+
+    /// The figure of one system that the ratio divides.
+    fn figure(self, m: &Measured) -> Option<f64> {
+        match self {
+            Self::MsgsPerS => Some(m.msgs_per_s),
+            Self::RssPeakBytes => m.memory.as_ref().map(|memory| memory.rss_peak_bytes as f64),
+        }
+    }
+
+    fn lower_is_better(self) -> bool {
+        self == Self::RssPeakBytes
+    }
+}
+
 /// One scenario: Hermod, the peer, and their ratios.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
@@ -40,8 +72,13 @@ pub struct ScenarioReport {
     pub hermod: SystemResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<SystemResult>,
-    /// Hermod's msgs_per_s over the peer's (higher is better for Hermod).
+    /// Hermod's figure over the peer's: `msgs_per_s` (higher is better for
+    /// Hermod), or in memory-backlog `rss_peak_bytes` (lower is better).
     pub ratio: Option<f64>,
+    /// Which figure `ratio` divides.
+    pub ratio_of: RatioOf,
+    /// Whether a `ratio` below 1 favours Hermod (true for memory).
+    pub ratio_lower_is_better: bool,
     /// Hermod's p99 over the peer's (lower is better for Hermod).
     pub p99_ratio: Option<f64>,
 }
@@ -51,9 +88,11 @@ impl ScenarioReport {
         let pair = hermod
             .measured()
             .zip(nats.as_ref().and_then(SystemResult::measured));
+        let ratio_of = RatioOf::of(spec.name);
         let ratio = pair
-            .filter(|(_, n)| n.msgs_per_s > 0.0)
-            .map(|(h, n)| round2(h.msgs_per_s / n.msgs_per_s));
+            .and_then(|(h, n)| Some((ratio_of.figure(h)?, ratio_of.figure(n)?)))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(h, n)| round2(h / n));
         let p99_ratio = pair
             .and_then(|(h, n)| Some((h.p99_us?, n.p99_us?)))
             .filter(|(_, n)| *n > 0)
@@ -68,6 +107,8 @@ impl ScenarioReport {
             hermod,
             nats,
             ratio,
+            ratio_of,
+            ratio_lower_is_better: ratio_of.lower_is_better(),
             p99_ratio,
         }
     }
@@ -159,6 +200,12 @@ impl Report {
         if let Some(note) = self.cluster_note() {
             notes.push(note);
         }
+        if self.scenario(ScenarioName::MemoryBacklog).is_some() {
+            notes.push(
+                "memory-backlog: ratio = Hermod peak RSS / NATS peak RSS (lower is better), msg/s the fill's, latency publish->ack."
+                    .to_owned(),
+            );
+        }
         let m = &self.machine;
         let _ = writeln!(
             out,
@@ -177,7 +224,63 @@ impl Report {
         for note in notes {
             let _ = writeln!(out, "{note}");
         }
+        if let Some(memory) = self.memory_table() {
+            let _ = write!(out, "\n{memory}");
+        }
         out
+    }
+
+    /// The resident memory of memory-backlog's servers and Hermod's verdict, if it ran.
+    fn memory_table(&self) -> Option<String> {
+        let scenario = self.scenario(ScenarioName::MemoryBacklog)?;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} | {:>11} {:>9} {:>9} | {:>9}",
+            "memory (MiB)",
+            "hermod peak",
+            "end",
+            "per 1M",
+            "cache",
+            "bound",
+            "within",
+            "nats peak",
+            "end",
+            "per 1M",
+            "rss ratio"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(121));
+        let hermod = memory_of(Some(&scenario.hermod));
+        let nats = memory_of(scenario.nats.as_ref());
+        let bound = hermod.and_then(|h| h.bound);
+        let _ = writeln!(
+            out,
+            "{:<16} {} {:>9} {:>9} {:>6} | {} | {:>9}",
+            scenario.name,
+            rss_cells(hermod),
+            mib(bound.map(|b| b.cache_bytes)),
+            mib(bound.map(|b| b.bound_bytes)),
+            bound.map_or("-", |b| if b.within_bound { "yes" } else { "NO" }),
+            rss_cells(nats),
+            scenario.ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))
+        );
+        let messages = scenario
+            .hermod
+            .measured()
+            .and_then(|m| m.backlog)
+            .map_or(0, |fill| fill.messages);
+        let cache = match bound {
+            Some(b) if b.cache_mb_passed => "passed as --cache-mb",
+            Some(_) => "the broker's default: it has no --cache-mb",
+            None => "unknown",
+        };
+        let _ = writeln!(
+            out,
+            "peak = most resident (VmHWM); end = VmRSS {RSS_SETTLE_S} s after the fill ({messages} messages); per 1M = peak growth per\n\
+             million messages; bound = Hermod's cache ({cache}) + {RSS_ALLOWANCE_MIB} MiB, within = peak <= bound;\n\
+             rss ratio = Hermod peak / NATS peak (lower is better)."
+        );
+        Some(out)
     }
 
     /// Hermod (and the peer) on three nodes against one, from `cluster-publish` and `alo-publish`.
@@ -220,7 +323,12 @@ fn scenario_notes(scenario: &ScenarioReport) -> Vec<String> {
                         m.first_error.as_deref().unwrap_or("none")
                     ));
                 }
-                if let Some(fill) = &m.backlog {
+                if let (Some(fill), Some(_)) = (&m.backlog, &m.memory) {
+                    notes.push(format!(
+                        "{name} {system}: {} messages published at {:.0} msg/s in {:.1} s, none consumed",
+                        fill.messages, fill.msgs_per_s, fill.seconds
+                    ));
+                } else if let Some(fill) = &m.backlog {
                     notes.push(format!(
                         "{name} {system}: backlog of {} published at {:.0} msg/s; {} left unconsumed after {:.1} s",
                         fill.messages,
@@ -242,6 +350,26 @@ fn scenario_notes(scenario: &ScenarioReport) -> Vec<String> {
         }
     }
     notes
+}
+
+/// The memory figures of a system that ran memory-backlog.
+fn memory_of(result: Option<&SystemResult>) -> Option<&MemoryUse> {
+    result?.measured()?.memory.as_ref()
+}
+
+/// Peak, end and per-million-messages columns of one system's memory, in MiB.
+fn rss_cells(memory: Option<&MemoryUse>) -> String {
+    format!(
+        "{:>11} {:>9} {:>9}",
+        mib(memory.map(|m| m.rss_peak_bytes)),
+        mib(memory.map(|m| m.rss_end_bytes)),
+        mib(memory.map(|m| m.rss_per_million_msgs_bytes))
+    )
+}
+
+/// Bytes as MiB with one decimal, or "-".
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".to_owned(), |b| format!("{:.1}", b as f64 / MIB as f64))
 }
 
 /// Throughput, p50 and p99 columns of one system.
@@ -317,6 +445,8 @@ mod tests {
         let nats = SystemResult::Ran(Box::new(measured(200)));
         let scenario = scenario(ScenarioName::AloPublish, hermod, Some(nats));
         assert_eq!(scenario.ratio, Some(1.5));
+        assert_eq!(scenario.ratio_of, RatioOf::MsgsPerS);
+        assert!(!scenario.ratio_lower_is_better);
         assert_eq!(scenario.p99_ratio, Some(1.0));
         assert_eq!(scenario.consumers, 0);
         let json = serde_json::to_value(&scenario).expect("json");
@@ -349,6 +479,61 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("commit abc1234"), "{table}");
+    }
+
+    /// A fill of 100 publishes whose server peaked at `peak_mib`, with
+    /// Hermod's bound for a cache of 256 MiB when `bounded`.
+    fn with_memory(peak_mib: u64, bounded: bool) -> SystemResult {
+        let memory = MemoryUse {
+            rss_start_bytes: 10 * MIB,
+            rss_peak_bytes: peak_mib * MIB,
+            rss_end_bytes: peak_mib * MIB / 2,
+            rss_per_million_msgs_bytes: MIB,
+            fill_end_s: 1.0,
+            rss_sample_interval_ms: 250,
+            rss_timeline: vec![(0.25, 10 * MIB), (1.0, peak_mib * MIB)],
+            bound: None,
+        };
+        let memory = if bounded {
+            memory.with_bound(256, true)
+        } else {
+            memory
+        };
+        SystemResult::Ran(Box::new(measured(100).with_memory(Some(memory))))
+    }
+
+    #[test]
+    fn memory_backlog_compares_peak_rss_and_shows_the_verdict() {
+        let hermod = with_memory(600, true);
+        let nats = with_memory(300, false);
+        let scenario = scenario(ScenarioName::MemoryBacklog, hermod, Some(nats));
+        assert_eq!(scenario.ratio, Some(2.0));
+        assert_eq!(scenario.ratio_of, RatioOf::RssPeakBytes);
+        assert!(scenario.ratio_lower_is_better);
+        let json = serde_json::to_value(&scenario).expect("json");
+        assert_eq!(json["ratio_of"], "rss_peak_bytes");
+        assert_eq!(json["hermod"]["rss_peak_bytes"], 600 * MIB);
+        assert_eq!(json["hermod"]["cache_bytes"], 256 * MIB);
+        assert_eq!(json["hermod"]["within_bound"], false);
+        assert!(json["nats"].get("within_bound").is_none());
+        let report = Report {
+            machine: machine(),
+            settings: Options::parse_from(["hermod-bench"])
+                .settings()
+                .expect("settings"),
+            compare: Some(Peer::Nats),
+            scenarios: vec![scenario],
+        };
+        let table = report.table();
+        assert!(table.contains("lower is better"), "{table}");
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("memory-backlog") && line.contains("NO"))
+            .unwrap_or_else(|| panic!("no memory row in {table}"));
+        assert!(
+            row.contains("600.0") && row.contains("512.0") && row.ends_with("2.00"),
+            "{row}"
+        );
     }
 
     #[test]

@@ -8,12 +8,14 @@ use anyhow::Context as _;
 use crate::bar::Bar;
 use crate::cli::{Options, Peer};
 use crate::outcome::Measured;
+use crate::process::HermodLaunch;
 use crate::report::{Report, ScenarioReport, SystemResult};
-use crate::scenario::Spec;
+use crate::scenario::{ScenarioName, Spec};
 use crate::{charts, font, hermod, nats};
 
-/// Beyond warm-up and duration, how long one system's run of a scenario may
-/// take in all (start-up of a cluster, filling a backlog, draining).
+/// Beyond the load's own limit (warm-up and duration, a backlog's fill),
+/// how long one system's run of a scenario may take in all (start-up of a
+/// cluster, waits for the subscription, draining).
 const RUN_SLACK: Duration = Duration::from_secs(240);
 
 /// Runs one scenario against one system, bounded in time.
@@ -21,7 +23,7 @@ async fn run_one<F>(spec: &Spec, run: F) -> SystemResult
 where
     F: Future<Output = anyhow::Result<Measured>>,
 {
-    let limit = spec.settings.warmup + spec.settings.duration + RUN_SLACK;
+    let limit = spec.load_limit() + RUN_SLACK;
     match tokio::time::timeout(limit, run).await {
         Ok(Ok(measured)) => SystemResult::Ran(Box::new(measured)),
         Ok(Err(error)) => SystemResult::Failed {
@@ -38,7 +40,15 @@ where
 pub async fn run(options: Options) -> anyhow::Result<bool> {
     let names = options.selected()?;
     let settings = options.settings()?;
-    let hermod_binary = options.hermod_binary()?;
+    let launch = HermodLaunch::detect(options.hermod_binary()?, settings.cache_mb).await;
+    if !launch.cache_mb_passed
+        && (names.contains(&ScenarioName::MemoryBacklog) || settings.cache_mb != launch.cache_mb)
+    {
+        eprintln!(
+            "hermod-bench: `hermod serve` has no --cache-mb; Hermod runs with its own cache, assumed {} MiB",
+            launch.cache_mb
+        );
+    }
     // Find the font before the runs, so a missing one fails in a second, not after minutes.
     let font = match &options.out {
         Some(_) => Some(font::load(options.font.as_deref())?),
@@ -50,7 +60,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     for name in names {
         let spec = Spec::new(name, &settings, &options);
         bar.start(name.as_str(), "hermod");
-        let hermod = run_one(&spec, hermod::run(&spec, &hermod_binary)).await;
+        let hermod = run_one(&spec, hermod::run(&spec, &launch)).await;
         bar.finish_one(name.as_str(), "hermod", &hermod);
         let peer = match options.compare {
             Some(Peer::Nats) => {
@@ -68,7 +78,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         settings,
         options.compare,
         scenarios,
-        &hermod_binary,
+        &launch.binary,
         &options.nats_bin,
     )
     .await;

@@ -1,9 +1,19 @@
 //! The scenarios: their names, what each does and measures, and a scenario with every setting resolved.
 
+use std::time::Duration;
+
 use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::cli::{Options, Settings};
+use crate::memory::RSS_SETTLE_S;
+
+/// How long publishing a backlog may take at least.
+const FILL_LIMIT: Duration = Duration::from_secs(120);
+/// The slowest fill of a large backlog allowed, in messages per second: a
+/// backlog too large for `FILL_LIMIT` may take as long as publishing it at
+/// this rate takes (10 million messages: 2000 s).
+const MIN_FILL_RATE_MSGS_PER_S: f64 = 5_000.0;
 
 /// A scenario of the load generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -40,6 +50,10 @@ pub enum ScenarioName {
     /// Durable publish throughput and latency on a 3-node cluster, 3 replicas.
     #[value(name = "cluster-publish")]
     ClusterPublish,
+    /// The server's resident memory while a durable subscription nobody
+    /// consumes fills with `--messages` messages.
+    #[value(name = "memory-backlog")]
+    MemoryBacklog,
 }
 
 /// What a scenario does, independent of the system it runs against.
@@ -54,6 +68,9 @@ pub enum Shape {
     /// A backlog published first, then consumed and acked through a durable
     /// subscription; with `priorities`, the messages cycle through four priorities.
     Backlog { priorities: bool },
+    /// A backlog published to a durable subscription that nobody consumes,
+    /// with the server's resident memory sampled during the fill and a settle after it.
+    MemoryBacklog,
 }
 
 /// What a scenario reports as its throughput and latency.
@@ -68,7 +85,7 @@ pub enum Primary {
 }
 
 impl ScenarioName {
-    pub const ALL: [ScenarioName; 9] = [
+    pub const ALL: [ScenarioName; 10] = [
         Self::AmoFanout1,
         Self::AmoFanout4,
         Self::AloPublish,
@@ -78,6 +95,7 @@ impl ScenarioName {
         Self::Latency10k,
         Self::PriorityBacklog,
         Self::ClusterPublish,
+        Self::MemoryBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +109,7 @@ impl ScenarioName {
             Self::Latency10k => "latency-10k",
             Self::PriorityBacklog => "priority-backlog",
             Self::ClusterPublish => "cluster-publish",
+            Self::MemoryBacklog => "memory-backlog",
         }
     }
 
@@ -124,6 +143,9 @@ impl ScenarioName {
             Self::ClusterPublish => {
                 "durable publish on a 3-node cluster with 3 replicas, producer on the leader (NATS: 3 servers, R3 stream)"
             }
+            Self::MemoryBacklog => {
+                "server resident memory while an unconsumed durable subscription fills with --messages messages (NATS: JetStream file stream, durable consumer, nothing pulled)"
+            }
         }
     }
 
@@ -135,12 +157,14 @@ impl ScenarioName {
             Self::Latency1k | Self::Latency10k => Shape::DurableLatency,
             Self::ConsumeBacklog => Shape::Backlog { priorities: false },
             Self::PriorityBacklog => Shape::Backlog { priorities: true },
+            Self::MemoryBacklog => Shape::MemoryBacklog,
         }
     }
 
     pub fn primary(self) -> Primary {
         match self.shape() {
-            Shape::DurablePublish { .. } => Primary::PublishToAck,
+            // The fill's rate and publish->ack latency go beside the memory figures.
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog => Primary::PublishToAck,
             Shape::FanOut | Shape::DurableLatency => Primary::PublishToDelivery,
             Shape::Backlog { .. } => Primary::Consume,
         }
@@ -180,7 +204,8 @@ pub struct Spec {
     /// Total publish rate over all producers, if paced.
     pub rate: Option<f64>,
     pub consumers: usize,
-    /// Messages published before consuming, in a backlog scenario.
+    /// Messages published before consuming, in a backlog scenario; in
+    /// memory-backlog, the messages published and never consumed.
     pub backlog: Option<u64>,
 }
 
@@ -188,12 +213,16 @@ impl Spec {
     pub fn new(name: ScenarioName, settings: &Settings, options: &Options) -> Self {
         let consumers = match name.shape() {
             // A publish-only scenario has nobody to consume.
-            Shape::DurablePublish { .. } => 0,
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog => 0,
             // The order of deliveries says something only with one consumer.
             Shape::Backlog { priorities: true } => 1,
             _ => options.consumers.unwrap_or(name.default_consumers()),
         };
-        let backlog = matches!(name.shape(), Shape::Backlog { .. }).then_some(settings.backlog);
+        let backlog = match name.shape() {
+            Shape::Backlog { .. } => Some(settings.backlog),
+            Shape::MemoryBacklog => Some(settings.messages),
+            Shape::FanOut | Shape::DurablePublish { .. } | Shape::DurableLatency => None,
+        };
         // A backlog is published as fast as the system takes it.
         let rate = if backlog.is_some() {
             None
@@ -225,7 +254,28 @@ impl Spec {
         match self.name.shape() {
             Shape::FanOut => self.consumers as u64,
             Shape::DurableLatency | Shape::Backlog { .. } => u64::from(self.consumers > 0),
-            Shape::DurablePublish { .. } => 0,
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog => 0,
+        }
+    }
+
+    /// How long publishing the backlog may take: `FILL_LIMIT`, or longer for
+    /// a backlog too large to publish in that time at `MIN_FILL_RATE_MSGS_PER_S`.
+    pub fn fill_limit(&self) -> Duration {
+        let messages = self.backlog.unwrap_or(0) as f64;
+        FILL_LIMIT.max(Duration::from_secs_f64(messages / MIN_FILL_RATE_MSGS_PER_S))
+    }
+
+    /// The longest the load of one system's run may last: warm-up and
+    /// duration; a backlog's fill and then its drain (over the duration); or
+    /// memory-backlog's fill and the settle after it.
+    pub fn load_limit(&self) -> Duration {
+        let settings = &self.settings;
+        match self.name.shape() {
+            Shape::Backlog { .. } => self.fill_limit() + settings.duration,
+            Shape::MemoryBacklog => self.fill_limit() + Duration::from_secs(RSS_SETTLE_S),
+            Shape::FanOut | Shape::DurablePublish { .. } | Shape::DurableLatency => {
+                settings.warmup + settings.duration
+            }
         }
     }
 
@@ -282,5 +332,20 @@ mod tests {
         assert_eq!((consume.consumers, consume.fanout()), (2, 1));
         assert_eq!(consume.topic(), "bench.consume_backlog");
         assert_eq!(ScenarioName::ALL.len(), ScenarioName::value_variants().len());
+    }
+
+    #[test]
+    fn memory_backlog_publishes_its_messages_with_nobody_consuming() {
+        let memory = spec(
+            &["hermod-bench", "--messages", "20000000", "--consumers", "3"],
+            ScenarioName::MemoryBacklog,
+        );
+        assert_eq!((memory.consumers, memory.fanout()), (0, 0));
+        assert_eq!(memory.backlog, Some(20_000_000));
+        assert_eq!(memory.name.primary(), Primary::PublishToAck);
+        assert_eq!(memory.fill_limit(), Duration::from_secs(4000));
+        assert_eq!(memory.load_limit(), Duration::from_secs(4000 + RSS_SETTLE_S));
+        let small = spec(&["hermod-bench"], ScenarioName::ConsumeBacklog);
+        assert_eq!(small.fill_limit(), FILL_LIMIT);
     }
 }
