@@ -226,18 +226,21 @@ impl TestCluster {
     }
 
     /// Waits until one running node leads with a quorum, and returns its index.
+    /// A new leader serves only once it applied its term's first entry, a
+    /// moment after its view already says leader: both are waited for.
     pub async fn wait_for_leader(&self) -> anyhow::Result<usize> {
         self.wait_for(|views| {
-            views.iter().any(|(_, v)| {
+            let elected = views.iter().any(|(_, v)| {
                 v.quorum
                     && v.nodes
                         .iter()
                         .any(|n| n.id == v.node_id && n.role == Role::Leader)
-            })
+            });
+            elected && self.leader().is_some()
         })
         .await?;
         self.leader()
-            .ok_or_else(|| anyhow::anyhow!("two nodes claim to lead"))
+            .ok_or_else(|| anyhow::anyhow!("no single node serves as the leader"))
     }
 
     /// Waits until every running node has applied the leader's last entry.
