@@ -126,6 +126,14 @@ fn short(value: f64) -> String {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
+/// A white bitmap of `size` at `path` with `title` across its top; the
+/// area returned is what lies below the title.
+fn titled_canvas<'a>(path: &'a Path, size: (u32, u32), title: &str) -> anyhow::Result<Area<'a>> {
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root.titled(title, (FAMILY, TITLE_SIZE))?)
+}
+
 /// A PNG with a title and one panel per scenario, `COLUMNS` to a row.
 fn grid(
     path: &Path,
@@ -136,9 +144,7 @@ fn grid(
     let rows = scenarios.len().div_ceil(COLUMNS);
     let columns = scenarios.len().min(COLUMNS);
     let size = (PANEL.0 * columns as u32, PANEL.1 * rows as u32 + TITLE_HEIGHT);
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE)?;
-    let root = root.titled(title, (FAMILY, TITLE_SIZE))?;
+    let root = titled_canvas(path, size, title)?;
     for (area, scenario) in root.split_evenly((rows, columns)).iter().zip(scenarios) {
         panel(area, scenario)?;
     }
@@ -203,11 +209,10 @@ fn throughput_panel(area: &Area, scenario: &ScenarioReport) -> anyhow::Result<()
 /// memory-backlog's chart: one panel as wide as two, since the timeline
 /// is the whole chart and its title is long.
 fn memory_chart(path: &Path, scenario: &ScenarioReport) -> anyhow::Result<()> {
-    let root = BitMapBackend::new(path, (2 * PANEL.0, PANEL.1 + TITLE_HEIGHT)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let root = root.titled(
+    let root = titled_canvas(
+        path,
+        (2 * PANEL.0, PANEL.1 + TITLE_HEIGHT),
         "Resident memory (VmRSS) while an unconsumed backlog fills",
-        (FAMILY, TITLE_SIZE),
     )?;
     memory_panel(&root, scenario)?;
     root.present()?;
@@ -403,11 +408,10 @@ fn nodes_chart(path: &Path, one: &ScenarioReport, three: &ScenarioReport) -> any
     }
     // Hermod's bars first, then the peer's, one node before three.
     bars.sort_by(|a, b| a.0.cmp(&b.0));
-    let root = BitMapBackend::new(path, (2 * PANEL.0, PANEL.1 + TITLE_HEIGHT)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let root = root.titled(
+    let root = titled_canvas(
+        path,
+        (2 * PANEL.0, PANEL.1 + TITLE_HEIGHT),
         "Durable publish: 1 node vs 3 nodes (3 replicas)",
-        (FAMILY, TITLE_SIZE),
     )?;
     let (left, right) = root.split_horizontally(PANEL.0);
     let peak = bars.iter().map(|b| b.2).fold(1.0, f64::max);

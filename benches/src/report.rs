@@ -433,6 +433,18 @@ mod tests {
         }
     }
 
+    /// A report of `scenarios` against NATS with the default settings.
+    fn report_of(scenarios: Vec<ScenarioReport>) -> Report {
+        Report {
+            machine: machine(),
+            settings: Options::parse_from(["hermod-bench"])
+                .settings()
+                .expect("settings"),
+            compare: Some(Peer::Nats),
+            scenarios,
+        }
+    }
+
     fn scenario(name: ScenarioName, hermod: SystemResult, nats: Option<SystemResult>) -> ScenarioReport {
         let options = Options::parse_from(["hermod-bench", "--scenario", name.as_str()]);
         let settings = options.settings().expect("settings");
@@ -463,14 +475,7 @@ mod tests {
         let nats = Some(SystemResult::Ran(Box::new(measured(10))));
         let scenario = scenario(ScenarioName::AmoFanout1, failed, nats);
         assert_eq!(scenario.ratio, None);
-        let report = Report {
-            machine: machine(),
-            settings: Options::parse_from(["hermod-bench"])
-                .settings()
-                .expect("settings"),
-            compare: Some(Peer::Nats),
-            scenarios: vec![scenario],
-        };
+        let report = report_of(vec![scenario]);
         assert!(!report.all_ran());
         let table = report.table();
         assert!(table.contains("FAILED"), "{table}");
@@ -516,14 +521,7 @@ mod tests {
         assert_eq!(json["hermod"]["cache_bytes"], 256 * MIB);
         assert_eq!(json["hermod"]["within_bound"], false);
         assert!(json["nats"].get("within_bound").is_none());
-        let report = Report {
-            machine: machine(),
-            settings: Options::parse_from(["hermod-bench"])
-                .settings()
-                .expect("settings"),
-            compare: Some(Peer::Nats),
-            scenarios: vec![scenario],
-        };
+        let report = report_of(vec![scenario]);
         let table = report.table();
         assert!(table.contains("lower is better"), "{table}");
         let row = table
@@ -542,14 +540,7 @@ mod tests {
         let one = scenario(ScenarioName::AloPublish, run(400).expect("ran"), run(800));
         let three = scenario(ScenarioName::ClusterPublish, run(200).expect("ran"), run(200));
         assert_eq!(three.nodes, 3);
-        let report = Report {
-            machine: machine(),
-            settings: Options::parse_from(["hermod-bench"])
-                .settings()
-                .expect("settings"),
-            compare: Some(Peer::Nats),
-            scenarios: vec![one, three],
-        };
+        let report = report_of(vec![one, three]);
         let table = report.table();
         assert!(
             table.contains("1 node -> 3 nodes (durable publish): hermod 400 -> 200 msg/s (x0.50); nats 800 -> 200 msg/s (x0.25)"),
