@@ -12,8 +12,16 @@ use super::snapshot_file::{self, KEY_CEILING};
 use super::state_machine::{APPLIED_KEY, AppliedState};
 use crate::storage::{Batch, Cf, Frozen, Store, decode, encode};
 
-/// The column families that make up the replicated state.
-pub const STATE_FAMILIES: [Cf; 5] = [Cf::Meta, Cf::Messages, Cf::Dedup, Cf::DedupExpiry, Cf::Acks];
+/// The column families that make up the replicated state. A snapshot file
+/// names a family by its place in this list, so new ones go at the end.
+pub const STATE_FAMILIES: [Cf; 6] = [
+    Cf::Meta,
+    Cf::Messages,
+    Cf::Dedup,
+    Cf::DedupExpiry,
+    Cf::Acks,
+    Cf::Priorities,
+];
 /// Present while an install is under way: which file, and the position it
 /// brings the state to.
 const INSTALLING_KEY: &[u8] = b"raft/installing";

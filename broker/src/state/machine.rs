@@ -26,6 +26,7 @@ pub(super) struct Applier<'a, 'b> {
 
 impl StateMachine {
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StorageError> {
+        super::reindex::ensure_priority_index(store.as_ref())?;
         let catalog = Catalog::load(store.as_ref())?;
         Ok(Self {
             store,
@@ -46,6 +47,8 @@ impl StateMachine {
 
     /// Reloads the catalog from storage (after a snapshot was installed).
     pub fn reload(&self) -> Result<(), StorageError> {
+        // A snapshot from a node that predates the index carries none.
+        super::reindex::ensure_priority_index(self.store.as_ref())?;
         let fresh = Catalog::load(self.store.as_ref())?;
         *self.catalog.write().expect("catalog lock") = fresh;
         Ok(())

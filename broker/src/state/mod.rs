@@ -10,6 +10,7 @@ mod machine;
 mod publish;
 mod reads;
 mod records;
+mod reindex;
 mod subscriptions;
 mod sweep;
 mod topics;
@@ -18,7 +19,7 @@ mod txn;
 pub use catalog::Catalog;
 pub use command::{Applied, ClusterEvent, Command, CommandError, Published, Refusal, Response, StoredRef};
 pub use machine::StateMachine;
-pub use reads::{PendingMessage, Reader};
+pub use reads::{PendingMessage, PendingPage, Reader};
 pub use records::{DedupRecord, SubscriptionRecord, TopicRecord};
 pub use txn::Txn;
 

@@ -7,7 +7,7 @@ use crate::storage::{Cf, StorageError, keys};
 use super::catalog::topic_key;
 use super::command::{Applied, CommandError, Published, Refusal, StoredRef};
 use super::machine::Applier;
-use super::records::DedupRecord;
+use super::records::{DedupRecord, PriorityRecord, priority_key};
 
 impl Applier<'_, '_> {
     pub(super) fn publish(
@@ -116,6 +116,11 @@ impl Applier<'_, '_> {
             Cf::Messages,
             keys::message(message.topic.as_str(), sequence),
             &stored,
+        );
+        self.txn.put(
+            Cf::Priorities,
+            priority_key(&stored),
+            &PriorityRecord::of(&stored),
         );
         if index_dedup {
             let dedup = DedupRecord {

@@ -9,9 +9,13 @@ use crate::storage::{Cf, StorageError, Store, decode, keys};
 
 use super::catalog::cursor_key;
 use super::machine::StateMachine;
+use super::records::{PriorityRecord, rank};
 
-/// Messages read per storage scan while rebuilding a subscription.
-const RECOVERY_CHUNK: usize = 4096;
+/// Index entries read per page while counting a backlog.
+const COUNT_CHUNK_ENTRIES: usize = 16_384;
+/// A page's ack markers are read as one range while the range is at most
+/// this many times the page's length; a sparser page looks each one up.
+const DENSE_SPAN_FACTOR: u64 = 4;
 
 /// A message a subscription has not settled yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +24,15 @@ pub struct PendingMessage {
     pub priority: Priority,
     pub not_before_ms: u64,
     pub expires_at_ms: Option<u64>,
+}
+
+/// A page of one priority of a subscription's backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPage {
+    /// The unsettled messages found, in sequence order.
+    pub messages: Vec<PendingMessage>,
+    /// Where the next page starts; None once the index holds no more.
+    pub next: Option<Sequence>,
 }
 
 /// Read access to applied state.
@@ -129,43 +142,96 @@ impl Reader {
             .unwrap_or(1))
     }
 
-    /// Every stored message of `topic` that `subscription` has not settled,
-    /// calling `visit` in sequence order.
-    pub fn pending_in_topic(
+    /// Up to `limit` index entries of `topic`'s messages of `priority` from
+    /// sequence `from` on (never before the subscription's cursor), less
+    /// those the subscription has settled. Pages are how a subscription's
+    /// backlog reaches memory: a priority at a time, in sequence order.
+    pub fn pending_page(
         &self,
         subscription: &SubscriptionName,
         topic: &TopicName,
-        mut visit: impl FnMut(PendingMessage),
-    ) -> Result<(), StorageError> {
-        let start = self.cursor(subscription, topic)?;
-        let mut from = keys::message(topic.as_str(), start);
-        let end = keys::prefix_end(&keys::named(b"", topic.as_str()));
-        loop {
-            let chunk = self.store().scan(Cf::Messages, &from, &end, RECOVERY_CHUNK)?;
-            let Some((last_key, _)) = chunk.last() else {
-                return Ok(());
-            };
-            let first_seq = keys::trailing_u64(&chunk[0].0).unwrap_or(0);
-            let last_seq = keys::trailing_u64(last_key).unwrap_or(0);
-            let acked = self.acked_between(subscription, topic, first_seq, last_seq + 1)?;
-            let done = chunk.len() < RECOVERY_CHUNK;
-            from = last_key.clone();
-            from.push(0);
-            for (_, value) in chunk {
-                let message: Message = decode(Cf::Messages, &value)?;
-                if acked.binary_search(&message.sequence).is_err() {
-                    visit(PendingMessage {
-                        key: message.key(),
-                        priority: message.priority,
-                        not_before_ms: message.not_before_ms,
-                        expires_at_ms: message.expires_at_ms,
-                    });
-                }
+        priority: Priority,
+        from: Sequence,
+        limit: usize,
+    ) -> Result<PendingPage, StorageError> {
+        let limit = limit.max(1);
+        let from = from.max(self.cursor(subscription, topic)?);
+        let rank = rank(priority);
+        let lane_end = keys::prefix_end(&keys::priority_lane(topic.as_str(), rank));
+        let start = keys::priority_entry(topic.as_str(), rank, from);
+        let chunk = self.store().scan(Cf::Priorities, &start, &lane_end, limit)?;
+        let sequences = chunk
+            .iter()
+            .map(|(key, _)| keys::trailing_u64(key).ok_or_else(|| corrupt_index(key)))
+            .collect::<Result<Vec<Sequence>, _>>()?;
+        let next = match sequences.last() {
+            Some(last) if chunk.len() == limit => Some(last + 1),
+            _ => None,
+        };
+        let acked = self.acked_among(subscription, topic, &sequences)?;
+        let mut messages = Vec::with_capacity(chunk.len());
+        for ((_, value), sequence) in chunk.iter().zip(sequences) {
+            if acked.binary_search(&sequence).is_ok() {
+                continue;
             }
-            if done {
-                return Ok(());
+            let record: PriorityRecord = decode(Cf::Priorities, value)?;
+            messages.push(PendingMessage {
+                key: MessageKey {
+                    topic: topic.clone(),
+                    sequence,
+                },
+                priority,
+                not_before_ms: record.not_before_ms,
+                expires_at_ms: record.expires_at_ms,
+            });
+        }
+        Ok(PendingPage { messages, next })
+    }
+
+    /// How many messages of `topic` and `priority` from `from` on the
+    /// subscription has not settled. Reads the index page by page: the cost
+    /// grows with the backlog, so it is for starts and admin answers.
+    pub fn count_pending(
+        &self,
+        subscription: &SubscriptionName,
+        topic: &TopicName,
+        priority: Priority,
+        from: Sequence,
+    ) -> Result<u64, StorageError> {
+        let mut count = 0;
+        let mut next = Some(from);
+        while let Some(from) = next {
+            let page = self.pending_page(subscription, topic, priority, from, COUNT_CHUNK_ENTRIES)?;
+            count += page.messages.len() as u64;
+            next = page.next;
+        }
+        Ok(count)
+    }
+
+    /// Which of `sequences` (sorted) of `topic` the subscription settled.
+    fn acked_among(
+        &self,
+        subscription: &SubscriptionName,
+        topic: &TopicName,
+        sequences: &[Sequence],
+    ) -> Result<Vec<Sequence>, StorageError> {
+        let (Some(first), Some(last)) = (sequences.first(), sequences.last()) else {
+            return Ok(Vec::new());
+        };
+        let span = last - first + 1;
+        if span <= DENSE_SPAN_FACTOR.saturating_mul(sequences.len() as u64) {
+            return self.acked_between(subscription, topic, *first, last + 1);
+        }
+        // The range is mostly other priorities' messages: one look-up each
+        // reads less than every ack marker in between.
+        let mut acked = Vec::new();
+        for sequence in sequences {
+            let marker = keys::ack(subscription.as_str(), topic.as_str(), *sequence);
+            if self.store().get(Cf::Acks, &marker)?.is_some() {
+                acked.push(*sequence);
             }
         }
+        Ok(acked)
     }
 
     /// Acked sequences of `topic` in `[from, to)`, sorted.
@@ -183,5 +249,12 @@ impl Reader {
             .iter()
             .filter_map(|(k, _)| keys::trailing_u64(k))
             .collect())
+    }
+}
+
+fn corrupt_index(key: &[u8]) -> StorageError {
+    StorageError::Corruption {
+        cf: Cf::Priorities.name(),
+        reason: format!("index key {key:?} ends in no sequence"),
     }
 }

@@ -50,3 +50,30 @@ pub struct DedupRecord {
     pub sequence: Sequence,
     pub publish_time_ms: u64,
 }
+
+/// A priority index entry: when its message may be delivered and when it
+/// expires, so a page of the backlog is read without reading the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityRecord {
+    pub not_before_ms: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl PriorityRecord {
+    pub fn of(message: &crate::domain::Message) -> Self {
+        Self {
+            not_before_ms: message.not_before_ms,
+            expires_at_ms: message.expires_at_ms,
+        }
+    }
+}
+
+/// Where a message's priority index entry lives.
+pub fn priority_key(message: &crate::domain::Message) -> Vec<u8> {
+    crate::storage::keys::priority_entry(message.topic.as_str(), rank(message.priority), message.sequence)
+}
+
+/// The byte that orders a priority inside the index.
+pub fn rank(priority: crate::domain::Priority) -> u8 {
+    priority.index() as u8
+}

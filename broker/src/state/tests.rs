@@ -240,14 +240,33 @@ impl Harness {
         self.reader.message(&key(topic_name, sequence)).unwrap()
     }
 
+    /// Every unsettled sequence of the topic, read page by page from the
+    /// priority index (pages of 3, to cross page ends), in sequence order.
     fn pending(&self, subscription: &str, topic_name: &str) -> Vec<Sequence> {
         let mut out = Vec::new();
-        self.reader
-            .pending_in_topic(&sub(subscription), &topic(topic_name), |p| {
-                assert_eq!(p.key.topic, topic(topic_name));
-                out.push(p.key.sequence)
-            })
-            .unwrap();
+        for priority in Priority::DESCENDING {
+            let mut next = Some(1);
+            let mut count = 0;
+            while let Some(from) = next {
+                let page = self
+                    .reader
+                    .pending_page(&sub(subscription), &topic(topic_name), priority, from, 3)
+                    .unwrap();
+                for p in &page.messages {
+                    assert_eq!(p.key.topic, topic(topic_name));
+                    assert_eq!(p.priority, priority);
+                    out.push(p.key.sequence);
+                }
+                count += page.messages.len() as u64;
+                next = page.next;
+            }
+            let counted = self
+                .reader
+                .count_pending(&sub(subscription), &topic(topic_name), priority, 1)
+                .unwrap();
+            assert_eq!(counted, count, "count_pending agrees with the pages");
+        }
+        out.sort_unstable();
         out
     }
 
@@ -1600,7 +1619,14 @@ fn the_same_commands_give_the_same_answers_and_the_same_bytes() {
     assert_eq!(answers_a, answers_b);
     assert_eq!(bytes_a, bytes_b);
     // The history really did something in every family the state machine owns.
-    for cf in [Cf::Meta, Cf::Messages, Cf::Dedup, Cf::DedupExpiry, Cf::Acks] {
+    for cf in [
+        Cf::Meta,
+        Cf::Messages,
+        Cf::Dedup,
+        Cf::DedupExpiry,
+        Cf::Acks,
+        Cf::Priorities,
+    ] {
         let entries = &bytes_a.iter().find(|(c, _)| *c == cf).unwrap().1;
         assert!(!entries.is_empty(), "{cf:?} is empty");
     }
@@ -1744,3 +1770,5 @@ fn a_sweep_batched_after_a_publish_gives_the_same_state_as_applied_alone() {
         "replicas diverge with batching"
     );
 }
+
+mod priority_index;

@@ -7,7 +7,7 @@ use super::catalog::{cursor_key, topic_key};
 use super::command::{Applied, CommandError, Refusal};
 use super::events::Event;
 use super::machine::Applier;
-use super::records::TopicRecord;
+use super::records::{TopicRecord, priority_key};
 use crate::domain::Message;
 
 impl Applier<'_, '_> {
@@ -68,6 +68,8 @@ impl Applier<'_, '_> {
             .delete_range(Cf::Messages, messages.clone(), keys::prefix_end(&messages));
         self.txn
             .delete_range(Cf::Dedup, messages.clone(), keys::prefix_end(&messages));
+        self.txn
+            .delete_range(Cf::Priorities, messages.clone(), keys::prefix_end(&messages));
         let subscriptions: Vec<_> = self.catalog.subscriptions.keys().cloned().collect();
         for subscription in subscriptions {
             let mut acks = keys::named(b"", subscription.as_str());
@@ -108,6 +110,9 @@ impl Applier<'_, '_> {
         let size = message.as_ref().map(Message::size_bytes).unwrap_or(0);
         let record = self.catalog.topics.get_mut(name).expect("looked up above");
         self.txn.delete(Cf::Messages, key);
+        if let Some(message) = &message {
+            self.txn.delete(Cf::Priorities, priority_key(message));
+        }
         record.first_sequence += 1;
         record.messages = record.messages.saturating_sub(u64::from(message.is_some()));
         record.bytes = record.bytes.saturating_sub(size);

@@ -51,6 +51,21 @@ pub fn ack(subscription: &str, topic: &str, sequence: Sequence) -> Vec<u8> {
     key
 }
 
+/// A priority index entry: topic, priority rank, sequence. Every entry of
+/// one topic and rank is under [`priority_lane`]'s prefix, in sequence order.
+pub fn priority_entry(topic: &str, rank: u8, sequence: Sequence) -> Vec<u8> {
+    let mut key = priority_lane(topic, rank);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The prefix of a topic's priority index entries of one rank.
+pub fn priority_lane(topic: &str, rank: u8) -> Vec<u8> {
+    let mut key = named(b"", topic);
+    key.push(rank);
+    key
+}
+
 /// A dedup entry: topic, id.
 pub fn dedup(topic: &str, id: &str) -> Vec<u8> {
     let mut key = named(b"", topic);
@@ -88,6 +103,30 @@ mod tests {
             ]
         );
         assert_eq!(trailing_u64(&message("a", 300)), Some(300));
+    }
+
+    #[test]
+    fn priority_entries_sort_by_topic_then_rank_then_sequence() {
+        let mut keys = vec![
+            priority_entry("a", 1, 1),
+            priority_entry("a", 0, 300),
+            priority_entry("a", 0, 2),
+            priority_entry("a.b", 0, 1),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                priority_entry("a", 0, 2),
+                priority_entry("a", 0, 300),
+                priority_entry("a", 1, 1),
+                priority_entry("a.b", 0, 1),
+            ]
+        );
+        let lane = priority_lane("a", 0);
+        assert!(priority_entry("a", 0, u64::MAX) < prefix_end(&lane));
+        assert!(priority_entry("a", 1, 0) >= prefix_end(&lane));
+        assert!(priority_entry("a", 3, 9).starts_with(&named(b"", "a")));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum Cf {
     DedupExpiry,
     /// Acknowledged (or dead-lettered) messages per subscription.
     Acks,
+    /// Each topic's messages by priority, then sequence, with their timing:
+    /// what a subscription pages its backlog in from, a priority at a time.
+    Priorities,
     /// Raft log entries by index.
     RaftLog,
     /// Raft vote, committed and purged positions.
@@ -33,12 +36,13 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 7] = [
+    pub const ALL: [Cf; 8] = [
         Cf::Meta,
         Cf::Messages,
         Cf::Dedup,
         Cf::DedupExpiry,
         Cf::Acks,
+        Cf::Priorities,
         Cf::RaftLog,
         Cf::RaftMeta,
     ];
@@ -50,6 +54,7 @@ impl Cf {
             Cf::Dedup => "dedup",
             Cf::DedupExpiry => "dedup_expiry",
             Cf::Acks => "acks",
+            Cf::Priorities => "priorities",
             Cf::RaftLog => "raft_log",
             Cf::RaftMeta => "raft_meta",
         }
