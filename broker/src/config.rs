@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::domain::limits::{DEFAULT_QUEUE_WINDOW, MAX_QUEUE_WINDOW, MIN_QUEUE_WINDOW};
 use crate::error::BrokerError;
 use crate::storage::{DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES};
 
@@ -42,6 +43,10 @@ pub struct ServeArgs {
     /// Memory for RocksDB's block cache and write buffers together, in MiB.
     #[arg(long, env = "HERMOD_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Pending messages per subscription and priority kept in memory; the
+    /// rest of a backlog waits on disk and is paged in as it drains.
+    #[arg(long, env = "HERMOD_QUEUE_WINDOW")]
+    pub queue_window: Option<usize>,
     /// Create a topic on its first publish.
     #[arg(long, env = "HERMOD_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -84,6 +89,7 @@ struct FileConfig {
     admin_listen: Option<SocketAddr>,
     fsync: Option<bool>,
     cache_mb: Option<u64>,
+    queue_window: Option<usize>,
     auto_create_topics: Option<bool>,
     log_format: Option<String>,
     node_id: Option<u64>,
@@ -112,6 +118,8 @@ pub struct Config {
     pub fsync: bool,
     /// RocksDB's block cache and write buffers together, in bytes.
     pub cache_bytes: u64,
+    /// Pending messages per subscription and priority kept in memory.
+    pub queue_window: usize,
     pub auto_create_topics: bool,
     pub log_format: LogFormat,
     pub cluster: ClusterConfig,
@@ -272,6 +280,7 @@ impl Config {
             admin_listen: DEFAULT_ADMIN_LISTEN.parse().expect("constant address parses"),
             fsync: true,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            queue_window: DEFAULT_QUEUE_WINDOW,
             auto_create_topics: true,
             log_format: LogFormat::Text,
             cluster: ClusterConfig::default(),
@@ -299,9 +308,14 @@ impl Config {
             None => defaults.cache_bytes,
             Some(mb) => cache_bytes(mb)?,
         };
+        let queue_window = match args.queue_window.or(file.queue_window) {
+            None => defaults.queue_window,
+            Some(window) => queue_window(window)?,
+        };
         Ok(Self {
             cluster,
             cache_bytes,
+            queue_window,
             data_dir: args
                 .data_dir
                 .clone()
@@ -333,6 +347,16 @@ fn cache_bytes(mb: u64) -> Result<u64, BrokerError> {
         )));
     }
     Ok(bytes)
+}
+
+/// Checks a queue window.
+fn queue_window(window: usize) -> Result<usize, BrokerError> {
+    if !(MIN_QUEUE_WINDOW..=MAX_QUEUE_WINDOW).contains(&window) {
+        return Err(BrokerError::Config(format!(
+            "queue_window: {window} is outside {MIN_QUEUE_WINDOW}..={MAX_QUEUE_WINDOW} messages"
+        )));
+    }
+    Ok(window)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, BrokerError> {
@@ -386,6 +410,23 @@ mod tests {
                 .to_string()
                 .contains("log_format")
         );
+    }
+
+    #[test]
+    fn the_queue_window_is_checked() {
+        assert_eq!(
+            Config::resolve(&ServeArgs::default()).unwrap().queue_window,
+            DEFAULT_QUEUE_WINDOW
+        );
+        let args = |window| ServeArgs {
+            queue_window: Some(window),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Config::resolve(&args(64)).unwrap().queue_window, 64);
+        for window in [0, MIN_QUEUE_WINDOW - 1, MAX_QUEUE_WINDOW + 1] {
+            let error = Config::resolve(&args(window)).unwrap_err().to_string();
+            assert!(error.contains("queue_window"), "{error} names queue_window");
+        }
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Node {
             consensus.clone(),
             reader,
             config.auto_create_topics,
+            config.queue_window,
             applied_rx,
             live_rx,
             relay_rx,

@@ -22,18 +22,26 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TestNode {
     pub node: Option<Node>,
     pub dir: PathBuf,
+    /// Changes the test configuration, at the start and at every restart.
+    tune: fn(&mut Config),
     _temp: Option<tempfile::TempDir>,
 }
 
 impl TestNode {
     /// Starts a node on fresh storage.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node on fresh storage with `tune` applied to its configuration.
+    pub async fn start_with(tune: fn(&mut Config)) -> anyhow::Result<Self> {
         let temp = tempfile::tempdir()?;
         let dir = temp.path().to_path_buf();
-        let node = Node::start(test_config(&dir)).await?;
+        let node = Node::start(tuned_config(&dir, tune)).await?;
         Ok(Self {
             node: Some(node),
             dir,
+            tune,
             _temp: Some(temp),
         })
     }
@@ -56,15 +64,16 @@ impl TestNode {
         if let Some(node) = self.node.take() {
             node.stop().await;
         }
-        self.node = Some(Node::start(test_config(&self.dir)).await?);
+        self.node = Some(Node::start(tuned_config(&self.dir, self.tune)).await?);
         Ok(())
     }
 }
 
-fn test_config(dir: &Path) -> Config {
+fn tuned_config(dir: &Path, tune: fn(&mut Config)) -> Config {
     let mut config = Config::with_data_dir(dir);
     config.listen = "127.0.0.1:0".parse().expect("address");
     config.admin_listen = "127.0.0.1:0".parse().expect("address");
+    tune(&mut config);
     config
 }
 

@@ -51,6 +51,14 @@ pub const DEFAULT_BACKOFF_MAX_MS: u64 = 60_000;
 /// The longest backoff an operator may configure.
 pub const MAX_BACKOFF_MS: u64 = 3600 * 1000;
 
+/// Pending messages per subscription and priority kept in memory unless
+/// configured otherwise; the rest of a backlog waits on disk.
+pub const DEFAULT_QUEUE_WINDOW: usize = 16_384;
+/// The smallest queue window.
+pub const MIN_QUEUE_WINDOW: usize = 16;
+/// The largest queue window.
+pub const MAX_QUEUE_WINDOW: usize = 1 << 20;
+
 /// Deliveries in flight to one consumer before it grants more credit.
 pub const MAX_CONSUMER_CREDIT: u32 = 10_000;
 /// Deliveries sent in one streamed batch.

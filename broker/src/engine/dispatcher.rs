@@ -2,6 +2,8 @@
 //! `semantics/`), its consumers and their credit, and turns the queue's
 //! decisions into deliveries and dead-letter commands.
 
+mod paging;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Consensus;
 use crate::domain::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
-use crate::domain::{DeliveryGuarantee, MessageKey, Settle, SubscriptionName, SubscriptionSettings};
+use crate::domain::{MessageKey, Sequence, Settle, SubscriptionName, SubscriptionSettings, TopicName};
 use crate::error::BrokerError;
 use crate::semantics::{
     Claimed, ConsumerId, Entry, Lease, LeaseId, QueueConfig, SettleError, SubscriptionQueue,
 };
 use crate::state::{Command, Reader, StoredRef};
+
+use super::window::Window;
 
 use super::clock::now_ms;
 use super::delivery::Delivery;
@@ -52,6 +56,8 @@ pub enum Input {
     },
     /// An ack whose commit failed: the message is pending again.
     Restore(Claimed),
+    /// The topic was deleted, its messages with it.
+    TopicDeleted(TopicName),
     Info(oneshot::Sender<(usize, usize, usize)>),
     /// The subscription was deleted.
     Shutdown,
@@ -76,16 +82,27 @@ pub struct Dispatcher {
     /// Messages whose ack is being committed: a repeated ack of one is told
     /// to retry, since the first may still commit.
     committing: BTreeSet<MessageKey>,
+    /// Messages whose dead-lettering is being committed.
+    burying: BTreeSet<MessageKey>,
+    /// Which pending messages are in memory and which are on disk.
+    window: Window,
+    /// Exactly-once messages stored before this dispatcher started (below
+    /// each topic's sequence here) are not delivered before `hold_until_ms`:
+    /// a consumer of the previous leader may still hold a valid lease.
+    held: BTreeMap<TopicName, Sequence>,
+    hold_until_ms: u64,
 }
 
 impl Dispatcher {
-    /// Loads the subscription's pending messages and runs until the inbox closes.
+    /// Loads the subscription's pending messages and runs until the inbox
+    /// closes. At most `window` pending messages per priority stay in memory.
     pub async fn run(
         name: SubscriptionName,
         settings: SubscriptionSettings,
         reader: Reader,
         consensus: Consensus,
         epoch: u64,
+        window: usize,
         mut inbox: mpsc::Receiver<Input>,
     ) {
         let mut dispatcher = Dispatcher {
@@ -98,6 +115,10 @@ impl Dispatcher {
             consensus,
             epoch,
             committing: BTreeSet::new(),
+            burying: BTreeSet::new(),
+            window: Window::new(window),
+            held: BTreeMap::new(),
+            hold_until_ms: 0,
         };
         if let Err(e) = dispatcher.recover() {
             tracing::error!(subscription = %dispatcher.name, "cannot load pending messages: {e}");
@@ -127,42 +148,11 @@ impl Dispatcher {
                 Err(_) => {}
             }
             dispatcher.queue.tick(now_ms());
+            dispatcher.refill();
             dispatcher.pump();
             dispatcher.dead_letter_pending();
             dispatcher.report();
         }
-    }
-
-    /// Rebuilds the queue from storage. Exactly-once messages wait out one
-    /// ack deadline: a consumer of the previous incarnation may still hold a
-    /// valid lease on any of them.
-    fn recover(&mut self) -> Result<(), BrokerError> {
-        let topics: Vec<_> = {
-            let catalog = self.reader.machine().catalog();
-            catalog
-                .topics
-                .keys()
-                .filter(|t| self.settings.pattern.matches(t))
-                .cloned()
-                .collect()
-        };
-        let hold_until = match self.settings.delivery {
-            DeliveryGuarantee::ExactlyOnce => now_ms() + self.settings.ack_deadline_ms,
-            _ => 0,
-        };
-        for topic in topics {
-            let queue = &mut self.queue;
-            self.reader.pending_in_topic(&self.name, &topic, |pending| {
-                let entry = Entry {
-                    key: pending.key,
-                    priority: pending.priority,
-                    not_before_ms: pending.not_before_ms.max(hold_until),
-                    expires_at_ms: pending.expires_at_ms,
-                };
-                queue.push(entry, 0);
-            })?;
-        }
-        Ok(())
     }
 
     fn sleep_ms(&self) -> u64 {
@@ -175,20 +165,9 @@ impl Dispatcher {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Stored(stored) => {
-                let entry = Entry {
-                    key: stored.key,
-                    priority: stored.priority,
-                    not_before_ms: stored.not_before_ms,
-                    expires_at_ms: stored.expires_at_ms,
-                };
-                self.queue.push(entry, 0);
-            }
+            Input::Stored(stored) => self.stored(stored),
             Input::Live(delivery) => self.deliver_live(&delivery),
-            Input::Acked(key) => {
-                self.committing.remove(&key);
-                self.queue.remove(&key);
-            }
+            Input::Acked(key) => self.acked(key),
             Input::Attach {
                 consumer,
                 deliveries,
@@ -224,11 +203,53 @@ impl Dispatcher {
                 self.committing.remove(&claimed.entry.key);
                 self.queue.push(claimed.entry, claimed.attempts);
             }
+            Input::TopicDeleted(topic) => {
+                self.window.forget_topic(&topic);
+                self.queue.remove_pending_of(&topic);
+            }
             Input::Info(reply) => {
-                let _ = reply.send((self.queue.backlog(), self.queue.in_flight(), self.consumers.len()));
+                let _ = reply.send((self.backlog(), self.queue.in_flight(), self.consumers.len()));
             }
             Input::Shutdown => {}
         }
+    }
+
+    /// A newly stored message: into memory, or left on disk for a later page.
+    fn stored(&mut self, stored: StoredRef) {
+        // Read by a page before its own notice came, and settled since.
+        if self.settling(&stored.key) {
+            return;
+        }
+        let resident = self.queue.pending_of(stored.priority);
+        if self.window.admit(&stored.key, stored.priority, resident) {
+            let entry = Entry {
+                key: stored.key,
+                priority: stored.priority,
+                not_before_ms: stored.not_before_ms,
+                expires_at_ms: stored.expires_at_ms,
+            };
+            self.queue.push(entry, 0);
+        }
+    }
+
+    /// An ack or a dead-lettering was applied.
+    fn acked(&mut self, key: MessageKey) {
+        let settling = self.committing.remove(&key) | self.burying.remove(&key);
+        let resident = self.queue.remove(&key);
+        if !settling && !resident {
+            self.settled_on_disk(&key);
+        }
+    }
+
+    /// Whether an ack or dead-lettering of the message is being committed:
+    /// it must not be queued again meanwhile.
+    fn settling(&self, key: &MessageKey) -> bool {
+        self.committing.contains(key) || self.burying.contains(key)
+    }
+
+    /// Pending messages, in memory and on disk.
+    fn backlog(&self) -> usize {
+        self.queue.backlog() + self.window.unloaded() as usize
     }
 
     fn detach(&mut self, consumer: ConsumerId) {
@@ -309,6 +330,9 @@ impl Dispatcher {
             if c.credit == 0 {
                 break;
             }
+            // A priority drained below half its window pages in before the
+            // pick, so a lower one never goes first while it waits on disk.
+            self.refill();
             let Some(lease) = self.queue.next(now, consumer) else {
                 break;
             };
@@ -393,12 +417,13 @@ impl Dispatcher {
         }
     }
 
-    fn propose_dead_letter(&self, dead: crate::semantics::DeadLetter) {
+    fn propose_dead_letter(&mut self, dead: crate::semantics::DeadLetter) {
         let metric = match dead.reason {
             crate::semantics::DeadReason::Expired => crate::metrics::EXPIRED,
             _ => crate::metrics::DEAD_LETTERED,
         };
         metrics::counter!(metric).increment(1);
+        self.burying.insert(dead.key.clone());
         let command = Command::DeadLetter {
             subscription: self.name.clone(),
             key: dead.key,
@@ -418,7 +443,7 @@ impl Dispatcher {
 
     fn report(&self) {
         let labels = [("subscription", self.name.to_string())];
-        metrics::gauge!(crate::metrics::BACKLOG, &labels).set(self.queue.backlog() as f64);
+        metrics::gauge!(crate::metrics::BACKLOG, &labels).set(self.backlog() as f64);
         metrics::gauge!(crate::metrics::IN_FLIGHT, &labels).set(self.queue.in_flight() as f64);
     }
 }

@@ -14,6 +14,7 @@ mod relay;
 mod router;
 mod settle;
 mod token;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,8 @@ struct Inner {
     consensus: Consensus,
     reader: Reader,
     auto_create_topics: bool,
+    /// Pending messages per subscription and priority kept in memory.
+    queue_window: usize,
     batcher: batcher::Batcher,
     live: live::LiveBus,
     dispatchers: Mutex<HashMap<SubscriptionName, (Pattern, mpsc::Sender<Input>)>>,
@@ -79,10 +82,12 @@ struct Inner {
 impl Broker {
     /// Builds the engine over a started consensus and starts the tasks that
     /// route applied changes and run housekeeping.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         consensus: Consensus,
         reader: Reader,
         auto_create_topics: bool,
+        queue_window: usize,
         applied: mpsc::Receiver<Vec<crate::state::Applied>>,
         live_from_peers: mpsc::Receiver<Vec<Message>>,
         relayed: mpsc::Receiver<crate::cluster::RelayCall>,
@@ -93,6 +98,7 @@ impl Broker {
                 consensus,
                 reader,
                 auto_create_topics,
+                queue_window,
                 batcher,
                 live: live::LiveBus::default(),
                 dispatchers: Mutex::new(HashMap::new()),
@@ -408,6 +414,7 @@ impl Broker {
             self.inner.reader.clone(),
             self.inner.consensus.clone(),
             self.inner.epoch.load(Ordering::Relaxed),
+            self.inner.queue_window,
             rx,
         ));
     }

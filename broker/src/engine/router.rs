@@ -3,6 +3,7 @@
 
 use tokio::sync::mpsc;
 
+use crate::domain::TopicName;
 use crate::state::{Applied, StoredRef};
 
 use super::{Broker, Delivery, Input};
@@ -20,7 +21,7 @@ async fn route(broker: &Broker, change: Applied) {
     match change {
         Applied::Stored(stored) => {
             offer_live(broker, &stored);
-            for inbox in inboxes_for(broker, &stored) {
+            for inbox in inboxes_for(broker, &stored.key.topic) {
                 // Awaiting here slows the state machine down rather than drop a message.
                 let _ = inbox.send(Input::Stored(stored.clone())).await;
             }
@@ -44,15 +45,21 @@ async fn route(broker: &Broker, change: Applied) {
                 let _ = inbox.send(Input::Shutdown).await;
             }
         }
-        Applied::TopicCreated(_) | Applied::TopicDeleted(_) | Applied::Truncated { .. } => {}
+        Applied::TopicDeleted(topic) => {
+            for inbox in inboxes_for(broker, &topic) {
+                let _ = inbox.send(Input::TopicDeleted(topic.clone())).await;
+            }
+        }
+        Applied::TopicCreated(_) | Applied::Truncated { .. } => {}
     }
 }
 
-fn inboxes_for(broker: &Broker, stored: &StoredRef) -> Vec<mpsc::Sender<Input>> {
+/// The inboxes of the dispatchers whose pattern selects `topic`.
+fn inboxes_for(broker: &Broker, topic: &TopicName) -> Vec<mpsc::Sender<Input>> {
     let dispatchers = broker.inner.dispatchers.lock().expect("dispatchers lock");
     dispatchers
         .values()
-        .filter(|(pattern, _)| pattern.matches(&stored.key.topic))
+        .filter(|(pattern, _)| pattern.matches(topic))
         .map(|(_, inbox)| inbox.clone())
         .collect()
 }

@@ -7,7 +7,7 @@ use super::types::{
 };
 use super::weighted::WeightedRoundRobin;
 use crate::domain::limits::{MAX_ACK_DEADLINE_MS, MAX_DELAY_MS};
-use crate::domain::{MessageKey, Priority, PriorityPolicy};
+use crate::domain::{MessageKey, Priority, PriorityPolicy, TopicName};
 
 /// The delivery state of one durable subscription, as pure data.
 ///
@@ -251,6 +251,22 @@ impl SubscriptionQueue {
             .is_some()
     }
 
+    /// The topic is gone: forgets its pending messages. Those in flight stay
+    /// until their lease ends, so a consumer's settle is still answered.
+    /// Returns how many were forgotten.
+    pub fn remove_pending_of(&mut self, topic: &TopicName) -> usize {
+        let mut pending: Vec<Order> = self
+            .store
+            .orders_of(topic)
+            .filter(|order| !matches!(self.store.state(*order), Some(State::InFlight { .. })))
+            .collect();
+        pending.sort_unstable();
+        for order in &pending {
+            self.store.remove(*order);
+        }
+        pending.len()
+    }
+
     /// Dead letters produced by next/tick/nack/extend/release_consumer since
     /// the last call, in the order they were produced.
     pub fn take_dead(&mut self) -> Vec<DeadLetter> {
@@ -268,6 +284,11 @@ impl SubscriptionQueue {
     /// Pending entries, ready or waiting (delayed/backoff), not in flight.
     pub fn backlog(&self) -> usize {
         self.store.pending_len()
+    }
+
+    /// Pending entries of one priority, ready or waiting.
+    pub fn pending_of(&self, priority: Priority) -> usize {
+        self.store.pending_of(priority)
     }
 
     /// Pending entries that were deliverable at the latest time seen.

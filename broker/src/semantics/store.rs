@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::types::{ConsumerId, LeaseId};
-use crate::domain::{MessageKey, Priority};
+use crate::domain::{MessageKey, Priority, TopicName};
 
 /// Push order: a per-queue counter. It gives FIFO order within a priority and
 /// is kept across redeliveries, so redeliveries go by their original order.
@@ -95,6 +95,8 @@ struct Indexes {
     /// holds them, and leaving them out keeps `tick` from walking over them
     /// again and again.
     expiries: BTreeSet<(u64, Order)>,
+    /// Pending (waiting or ready) messages per `Priority::index`.
+    pending: [usize; 4],
 }
 
 impl Indexes {
@@ -119,6 +121,9 @@ impl Indexes {
         }
         if let (Some(at), false) = (slot.expires_at_ms, is_in_flight(state)) {
             self.expiries.insert((at, order));
+        }
+        if !is_in_flight(state) {
+            self.pending[slot.priority.index()] += 1;
         }
     }
 
@@ -149,6 +154,9 @@ impl Indexes {
         }
         if let (Some(at), false) = (slot.expires_at_ms, is_in_flight(state)) {
             self.expiries.remove(&(at, order));
+        }
+        if !is_in_flight(state) {
+            self.pending[slot.priority.index()] -= 1;
         }
     }
 
@@ -203,6 +211,14 @@ pub(super) struct Store {
 impl Store {
     pub fn order_of(&self, key: &MessageKey) -> Option<Order> {
         self.orders.get(key).copied()
+    }
+
+    /// The orders of every message of `topic` held here, in no set order.
+    pub fn orders_of<'a>(&'a self, topic: &'a TopicName) -> impl Iterator<Item = Order> + 'a {
+        self.orders
+            .iter()
+            .filter(move |(key, _)| key.topic == *topic)
+            .map(|(_, order)| *order)
     }
 
     pub fn slot(&self, order: Order) -> Option<&Slot> {
@@ -323,6 +339,10 @@ impl Store {
         self.index.deadlines.len()
     }
 
+    pub fn pending_of(&self, priority: Priority) -> usize {
+        self.index.pending[priority.index()]
+    }
+
     pub fn pending_len(&self) -> usize {
         self.slots.len() - self.index.deadlines.len()
     }
@@ -389,6 +409,13 @@ impl Store {
         let indexed = [ix.waiting.len(), laned, ix.deadlines.len()];
         assert_eq!(indexed, counts, "stale index entries");
         assert_eq!(ix.expiries.len(), expiring, "stale expiry entries");
+        let mut pending = [0; 4];
+        for slot in self.slots.values() {
+            if slot.phase != Phase::InFlight {
+                pending[slot.priority.index()] += 1;
+            }
+        }
+        assert_eq!(ix.pending, pending, "stale pending counts");
         assert_eq!(ix.leases.len(), ix.deadlines.len(), "stale lease entries");
         let per_consumer: usize = ix.consumers.values().map(BTreeSet::len).sum();
         assert_eq!(per_consumer, ix.deadlines.len(), "stale consumer entries");

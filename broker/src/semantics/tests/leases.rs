@@ -389,3 +389,47 @@ fn an_ack_from_before_a_leader_change_cannot_settle_a_redelivery() {
     assert_eq!(q.claim(&key(1)), Ok(None), "not here at all");
     q.check_consistency();
 }
+
+#[test]
+fn pending_counts_per_priority_leave_out_what_is_in_flight() {
+    let mut q = SubscriptionQueue::new(config());
+    q.push(entry(1, Priority::High), 0);
+    q.push(entry(2, Priority::High), 0);
+    let mut delayed = entry(3, Priority::Low);
+    delayed.not_before_ms = 500;
+    q.push(delayed, 0);
+    assert_eq!(
+        (q.pending_of(Priority::High), q.pending_of(Priority::Low)),
+        (2, 1)
+    );
+    let lease = leased(&mut q, 0, 7);
+    assert_eq!(q.pending_of(Priority::High), 1, "in flight is not pending");
+    q.nack(&lease.key, lease.lease_id, Some(10), 0).unwrap();
+    assert_eq!(
+        q.pending_of(Priority::High),
+        2,
+        "waiting out a backoff is pending"
+    );
+    q.check_consistency();
+}
+
+#[test]
+fn forgetting_a_topic_drops_its_pending_messages_and_keeps_leases() {
+    let mut q = SubscriptionQueue::new(config());
+    q.push(entry(1, Priority::Normal), 0);
+    q.push(entry(2, Priority::Normal), 0);
+    let other = Entry {
+        key: key_in("other", 1),
+        ..entry(1, Priority::Normal)
+    };
+    q.push(other, 0);
+    let lease = leased(&mut q, 0, 7);
+    assert_eq!(lease.key, key(1));
+    let topic = key(1).topic;
+    assert_eq!(q.remove_pending_of(&topic), 1);
+    assert!(q.contains(&key(1)), "the lease stays until it ends");
+    assert!(!q.contains(&key(2)));
+    assert!(q.contains(&key_in("other", 1)));
+    assert_eq!(q.ack(&lease.key, lease.lease_id).unwrap().key, key(1));
+    q.check_consistency();
+}
