@@ -128,3 +128,67 @@ async fn growing_from_one_node_to_three_replicates_the_existing_data() -> anyhow
     assert_eq!(got.len(), ids.len());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_leaves_under_load_loses_nothing_and_stops_taking_part() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let leader = cluster.wait_for_leader().await?;
+    let leaving = (leader + 1) % 3;
+    let stays: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
+    let leaving_id = cluster.node(leaving).broker.consensus().node_id();
+    // The publisher knows only the nodes that stay.
+    let endpoints: Vec<String> = stays.iter().map(|i| cluster.endpoint(*i)).collect();
+    let options = ClientOptions::new()
+        .endpoints(endpoints.clone())
+        .request_timeout(Duration::from_secs(15))
+        .retry_policy(RetryPolicy::new(
+            40,
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ));
+    let client = Client::connect(options).await?;
+    client
+        .create_subscription("kept", SubscriptionConfig::new("leave.>"))
+        .await?;
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let ids: Vec<String> = (0..300).map(|n| format!("l-{n}")).collect();
+            publish_ids(&client, "leave.t", &ids).await.map(|_| ids)
+        })
+    };
+    client.leave_cluster(Some(leaving_id)).await?;
+
+    // The two that stay agree on a leader and on two members.
+    let staying: Vec<usize> = stays.clone();
+    cluster
+        .wait_for(|views| {
+            let of_stayers: Vec<_> = views.iter().filter(|(i, _)| staying.contains(i)).collect();
+            of_stayers.len() == 2
+                && of_stayers.iter().all(|(_, v)| {
+                    v.quorum && v.nodes.len() == 2 && !v.nodes.iter().any(|n| n.id == leaving_id)
+                })
+        })
+        .await?;
+    // The node that left learns it from its former peers and stops campaigning.
+    let removed = cluster.node(leaving).broker.consensus().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !removed.was_removed() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the node that left did not notice within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let ids = publisher.await??;
+    let got = consume(&client, "kept", ids.len()).await?;
+    assert_eq!(
+        got,
+        ids.into_iter().collect::<BTreeSet<_>>(),
+        "every acknowledged publish is kept"
+    );
+    let count = hermod_tests::checks::agreed_count(&endpoints, "leave.t", Duration::from_secs(10)).await?;
+    assert_eq!(count, 300, "both remaining nodes store each message once");
+    Ok(())
+}

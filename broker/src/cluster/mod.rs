@@ -19,6 +19,7 @@ mod monitor;
 mod network;
 mod propose;
 mod relay;
+mod removal;
 mod snapshot_file;
 mod snapshots;
 mod state_machine;
@@ -103,6 +104,8 @@ struct Inner {
     mesh: Arc<Mesh>,
     options: ClusterOptions,
     leading: watch::Receiver<bool>,
+    /// Set once this node learned it was removed from the cluster.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 fn raft_config(options: &ClusterOptions) -> Result<Arc<openraft::Config>, BrokerError> {
@@ -157,8 +160,10 @@ impl Consensus {
             mesh,
             options,
             leading,
+            removed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(monitor::run(Arc::downgrade(&inner), tick));
+        tokio::spawn(removal::watch(Arc::downgrade(&inner)));
         Ok(Self { inner })
     }
 
@@ -307,6 +312,18 @@ impl Consensus {
             .await
             .map(|_| ())
             .map_err(|e| BrokerError::Unavailable(format!("this node did not become leader: {e}")))
+    }
+
+    /// Whether this node learned that the cluster removed it; it takes no
+    /// part in consensus any more.
+    pub fn was_removed(&self) -> bool {
+        self.inner.removed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_removed(&self) {
+        self.inner
+            .removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub async fn shutdown(&self) {
