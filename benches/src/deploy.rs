@@ -70,14 +70,45 @@ impl Deployment {
     /// Points clients at the node with this client URL (Hermod) or server
     /// name (NATS), when there is one.
     pub fn target_node(&mut self, url_or_name: &str) -> bool {
-        let found = self
-            .servers
-            .iter()
-            .position(|s| s.url == url_or_name || s.name == url_or_name);
+        let found = self.index_of(url_or_name);
         if let Some(index) = found {
             self.target = index;
         }
         found.is_some()
+    }
+
+    /// The place of the node with this client URL (Hermod) or server name (NATS).
+    pub fn index_of(&self, url_or_name: &str) -> Option<usize> {
+        self.servers
+            .iter()
+            .position(|s| s.url == url_or_name || s.name == url_or_name)
+    }
+
+    /// The name of node `index` (`hermod-N`, `nats-N`).
+    pub fn name(&self, index: usize) -> &str {
+        &self.servers[index].name
+    }
+
+    /// Every node's client URL, node `first`'s first: the order a client
+    /// that should start on that node tries them in.
+    pub fn urls_from(&self, first: usize) -> Vec<String> {
+        let mut urls = self.urls();
+        let shift = first % urls.len().max(1);
+        urls.rotate_left(shift);
+        urls
+    }
+
+    /// SIGKILLs node `index` and waits until it is gone; its data stays.
+    pub async fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        self.servers[index].kill().await
+    }
+
+    /// Starts node `index` again on its data and ports, and waits until it
+    /// is ready (in a cluster: has a quorum and has caught up).
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = &mut self.servers[index];
+        server.restart()?;
+        server.wait_ready().await
     }
 
     /// The process ids of every node still running.

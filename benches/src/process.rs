@@ -15,6 +15,8 @@ use tokio::time::Instant;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between readiness probes (there is no event to wait for).
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a process may take to exit after SIGKILL.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one HTTP probe may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many warning lines of a server log go into the report.
@@ -118,10 +120,16 @@ impl HermodLaunch {
 }
 
 /// A broker process, killed when dropped, with a data directory and a log
-/// removed with it.
+/// removed with it. It can be killed and started again on the same
+/// directory and ports (the leader-failover scenario).
 #[derive(Debug)]
 pub struct Server {
     child: Child,
+    /// How the process was started, to start it again the same way.
+    command: Command,
+    /// Whether the harness killed the process on purpose (and has not
+    /// restarted it yet), so its exit is not a failure of the run.
+    killed: bool,
     /// The client address: `http://127.0.0.1:PORT` for Hermod, `nats://127.0.0.1:PORT` for NATS.
     pub url: String,
     /// `hermod-N` or `nats-N` (NATS's server name, which JetStream reports as a stream's leader).
@@ -228,23 +236,46 @@ impl Server {
         http_port: u16,
     ) -> anyhow::Result<Self> {
         let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log)?;
-        let program = command.as_std().get_program().to_string_lossy().into_owned();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {program}"))?;
+        let child = start(&mut command, &log)?;
         Ok(Self {
             child,
+            command,
+            killed: false,
             url,
             name,
             http_port,
             log,
             _dir: dir,
         })
+    }
+
+    /// Sends SIGKILL and waits (bounded) until the process is gone; its data
+    /// directory stays, for [`restart`](Self::restart).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        // `start_kill` is SIGKILL on Unix.
+        self.child
+            .start_kill()
+            .with_context(|| format!("killing {}", self.name))?;
+        self.killed = true;
+        tokio::time::timeout(KILL_TIMEOUT, self.child.wait())
+            .await
+            .with_context(|| format!("{} did not exit within {KILL_TIMEOUT:?} of SIGKILL", self.name))?
+            .with_context(|| format!("waiting for {}", self.name))?;
+        Ok(())
+    }
+
+    /// Starts the process again with the same arguments, data directory and
+    /// ports, its output appended to the same log. Does not wait: see
+    /// [`wait_ready`](Self::wait_ready).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let exited = self
+            .child
+            .try_wait()
+            .with_context(|| format!("asking after {}", self.name))?;
+        anyhow::ensure!(exited.is_some(), "{} is still running", self.name);
+        self.child = start(&mut self.command, &self.log)?;
+        self.killed = false;
+        Ok(())
     }
 
     /// Waits until the server answers 200 on its readiness path (Hermod:
@@ -282,8 +313,12 @@ impl Server {
         self.child.id()
     }
 
-    /// Whether the process has exited (it should not have, during a run).
+    /// Whether the process has exited (it should not have, during a run),
+    /// unless the harness killed it on purpose.
     pub fn exited(&mut self) -> Option<String> {
+        if self.killed {
+            return None;
+        }
         self.child
             .try_wait()
             .ok()
@@ -338,6 +373,23 @@ impl Server {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// Starts `command` with its output appended to `log` (created if need be).
+fn start(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let program = command.as_std().get_program().to_string_lossy().into_owned();
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -420,6 +472,37 @@ mod tests {
         let launch = HermodLaunch::detect(PathBuf::from("/nonexistent/hermod"), 64).await;
         assert!(!launch.cache_mb_passed);
         assert_eq!(launch.cache_mb, BROKER_DEFAULT_CACHE_MB);
+    }
+
+    #[tokio::test]
+    async fn a_killed_server_starts_again_with_the_same_command_and_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut command = Command::new("sh");
+        command.arg("-c").arg("echo started; exec sleep 60");
+        let mut server = Server::spawn(command, dir, "test://".into(), "sleeper".into(), 0).expect("spawn");
+        let first = server.pid().expect("running");
+        wait_for_starts(&server, 1).await;
+        assert!(server.restart().is_err(), "a running server is not restarted");
+        server.kill().await.expect("kill");
+        assert_eq!(server.pid(), None);
+        assert_eq!(server.exited(), None, "a kill on purpose is no failure");
+        server.restart().expect("restart");
+        assert!(server.pid().is_some_and(|pid| pid != first));
+        wait_for_starts(&server, 2).await;
+        server.stop().await;
+    }
+
+    /// Waits (at most 10 s) until the log of `server` says `started` `count` times.
+    async fn wait_for_starts(server: &Server, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+            if log.matches("started").count() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{count} starts not logged: {log:?}");
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
     }
 
     #[test]
