@@ -55,7 +55,13 @@ impl Bar {
                 let rss = m.memory.as_ref().map_or(String::new(), |memory| {
                     format!(", peak RSS {:.1} MiB", memory.rss_peak_bytes as f64 / MIB as f64)
                 });
-                format!("{:.0} msg/s{p99}{rss}", m.msgs_per_s)
+                let failover = m.failover.as_ref().map_or(String::new(), |times| {
+                    format!(
+                        ", failover median {:.0} ms, worst {} ms",
+                        times.failover_median_ms, times.failover_worst_ms
+                    )
+                });
+                format!("{:.0} msg/s{p99}{rss}{failover}", m.msgs_per_s)
             }
             SystemResult::Failed { error } => format!("FAILED: {error}"),
         };

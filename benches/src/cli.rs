@@ -28,6 +28,13 @@ const MAX_MESSAGES: u64 = 100_000_000;
 const DEFAULT_CACHE_MB: u64 = 256;
 /// The largest cache accepted, in MiB (1 TiB).
 const MAX_CACHE_MB: u64 = 1024 * 1024;
+/// Kills of the leader leader-failover makes, each followed by a restart.
+const DEFAULT_ROUNDS: u32 = 5;
+/// leader-failover's rounds in the quick suite: about 50 s against both
+/// systems on 2 cores, which keeps the whole suite under five minutes.
+const QUICK_ROUNDS: u32 = 3;
+/// The most rounds leader-failover may make (each takes several seconds).
+const MAX_ROUNDS: u32 = 100;
 /// Messages published before a backlog scenario consumes them.
 const DEFAULT_BACKLOG: u64 = 100_000;
 /// The largest backlog allowed: it is filled before the measured time starts.
@@ -85,6 +92,11 @@ pub struct Options {
     /// 10000000; 1000000 in the quick suite).
     #[arg(long, value_name = "N")]
     pub messages: Option<u64>,
+
+    /// Times leader-failover kills the leader (and restarts it) per system
+    /// (default 5; 3 in the quick suite).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
 
     /// RocksDB's block cache and memtables of every Hermod started, in MiB,
     /// passed as `hermod serve --cache-mb` when the broker has that flag;
@@ -145,6 +157,8 @@ pub struct Settings {
     pub backlog: u64,
     /// Messages memory-backlog publishes.
     pub messages: u64,
+    /// Kills of the leader in leader-failover.
+    pub rounds: u32,
     /// The cache asked of every Hermod started (see `HermodLaunch` for the one it ran with).
     pub cache_mb: u64,
 }
@@ -217,6 +231,13 @@ impl Options {
             (1..=MAX_MESSAGES).contains(&messages),
             "--messages: {messages} is not between 1 and {MAX_MESSAGES}"
         );
+        let rounds = self
+            .rounds
+            .unwrap_or(if quick { QUICK_ROUNDS } else { DEFAULT_ROUNDS });
+        anyhow::ensure!(
+            (1..=MAX_ROUNDS).contains(&rounds),
+            "--rounds: {rounds} is not between 1 and {MAX_ROUNDS}"
+        );
         anyhow::ensure!(
             (1..=MAX_CACHE_MB).contains(&self.cache_mb),
             "--cache-mb: {} is not between 1 and {MAX_CACHE_MB}",
@@ -242,6 +263,7 @@ impl Options {
             producers: self.producers,
             backlog: self.backlog,
             messages,
+            rounds,
             cache_mb: self.cache_mb,
         })
     }
@@ -269,9 +291,11 @@ mod tests {
         let settings = options.settings().expect("settings");
         assert_eq!(settings.duration, Duration::from_secs_f64(QUICK_DURATION_S));
         assert_eq!(settings.messages, QUICK_MESSAGES);
+        assert_eq!(settings.rounds, QUICK_ROUNDS);
         assert_eq!(settings.cache_mb, DEFAULT_CACHE_MB);
         let alone = Options::parse_from(["hermod-bench", "--scenario", "memory-backlog"]);
-        assert_eq!(alone.settings().expect("settings").messages, DEFAULT_MESSAGES);
+        let alone = alone.settings().expect("settings");
+        assert_eq!((alone.messages, alone.rounds), (DEFAULT_MESSAGES, DEFAULT_ROUNDS));
     }
 
     #[test]
@@ -282,6 +306,9 @@ mod tests {
         let no_cache = Options::parse_from(["hermod-bench", "--cache-mb", "0"]);
         let error = no_cache.settings().unwrap_err().to_string();
         assert!(error.starts_with("--cache-mb"), "{error}");
+        let no_rounds = Options::parse_from(["hermod-bench", "--rounds", "0"]);
+        let error = no_rounds.settings().unwrap_err().to_string();
+        assert!(error.starts_with("--rounds"), "{error}");
         let none = Options::parse_from(["hermod-bench"]);
         assert!(none.selected().is_err());
     }

@@ -5,14 +5,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::{StreamExt, TryFutureExt};
 use hermod_client::{
-    Client, ClientOptions, Delivery, OutgoingMessage, Priority, SubscribeOptions, Subscriber,
-    SubscriptionConfig,
+    Client, ClientOptions, ClusterStatus, Delivery, OutgoingMessage, Priority, RetryPolicy, SubscribeOptions,
+    Subscriber, SubscriptionConfig,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::deploy::Deployment;
+use crate::failover::{self, ATTEMPT_TIMEOUT_MS, AttemptError, Publishing};
 use crate::flow::collect_acks;
 use crate::load::{ACK_DRAIN, CLOSE_TIMEOUT, Load, Phase, Produced, RunContext};
 use crate::measure::Recorder;
@@ -41,6 +42,10 @@ pub async fn run(spec: &Spec, launch: &HermodLaunch) -> anyhow::Result<Measured>
         match spec.name.shape() {
             Shape::Backlog { .. } => backlog(spec, &deployment).await,
             Shape::MemoryBacklog => memory_backlog(spec, &deployment, launch).await,
+            Shape::Failover => {
+                let cluster = HermodCluster::new(&deployment).await?;
+                failover::run_rounds(spec, &mut deployment, &cluster).await
+            }
             _ => Ok(drive(spec, &deployment).await?.measured(spec.name.primary())),
         }
     }
@@ -72,16 +77,95 @@ async fn target_leader(deployment: &mut Deployment) -> anyhow::Result<()> {
             .cluster_status()
             .await
             .context("asking for the cluster status")?;
-        let leader = status.groups.first().and_then(|group| group.leader);
-        let address = leader.and_then(|id| status.nodes.iter().find(|n| n.id == id));
-        if let Some(node) = address
-            && deployment.target_node(&format!("http://{}", node.address))
+        if let Some(url) = leader_url(&status)
+            && deployment.target_node(&url)
         {
             return Ok(());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     anyhow::bail!("the cluster named no leader within {SETTLE_TIMEOUT:?}")
+}
+
+/// The client URL of the leader a node's view of the cluster names, from its advertised address.
+fn leader_url(status: &ClusterStatus) -> Option<String> {
+    let leader = status.groups.first()?.leader?;
+    let node = status.nodes.iter().find(|node| node.id == leader)?;
+    Some(format!("http://{}", node.address))
+}
+
+/// Whether a node's view shows the cluster whole: that node has a quorum,
+/// the group a leader, and all `nodes` members are up.
+fn is_whole(status: &ClusterStatus, nodes: usize) -> bool {
+    status.quorum
+        && leader_url(status).is_some()
+        && status.nodes.len() == nodes
+        && status.nodes.iter().all(|node| node.up)
+}
+
+/// leader-failover against Hermod: the leader and the cluster's health from
+/// `Cluster.Status` through a client that tries every node, and publishes
+/// through the client crate's `publish`.
+struct HermodCluster {
+    /// Asks whichever node answers; one attempt per look, the rounds poll.
+    admin: Client,
+}
+
+impl HermodCluster {
+    async fn new(deployment: &Deployment) -> anyhow::Result<Self> {
+        let admin = Client::connect(failover_options(deployment.urls()))
+            .await
+            .context("connecting to hermod")?;
+        Ok(Self { admin })
+    }
+}
+
+/// One attempt per call, each within `ATTEMPT_TIMEOUT_MS`, over `urls` in turn.
+fn failover_options(urls: Vec<String>) -> ClientOptions {
+    let timeout = Duration::from_millis(ATTEMPT_TIMEOUT_MS);
+    ClientOptions::new()
+        .endpoints(urls)
+        .connect_timeout(timeout)
+        .request_timeout(timeout)
+        .retry_policy(RetryPolicy::none())
+}
+
+impl failover::Cluster for HermodCluster {
+    async fn leader(&self, deployment: &Deployment) -> Option<usize> {
+        let status = self.admin.cluster_status().await.ok()?;
+        deployment.index_of(&leader_url(&status)?)
+    }
+
+    async fn start_publisher(
+        &self,
+        deployment: &Deployment,
+        first: usize,
+        publishing: Publishing,
+    ) -> anyhow::Result<JoinHandle<Produced>> {
+        let client = Client::connect(failover_options(deployment.urls_from(first)))
+            .await
+            .context("connecting the publisher to hermod")?;
+        let topic = publishing.topic.clone();
+        let publish = move |id: String, payload| {
+            let client = client.clone();
+            let message = OutgoingMessage::new(topic.as_str(), payload)
+                .id(id)
+                .delivery(Delivery::AtLeastOnce);
+            async move {
+                match client.publish(message).await {
+                    Ok(_) => Ok(()),
+                    Err(error) if error.is_retryable() => Err(AttemptError::Retryable(error.to_string())),
+                    Err(error) => Err(AttemptError::Final(error.to_string())),
+                }
+            }
+        };
+        Ok(tokio::spawn(failover::publish_one_at_a_time(publishing, publish)))
+    }
+
+    async fn whole(&self, deployment: &Deployment) -> bool {
+        let status = self.admin.cluster_status().await;
+        status.is_ok_and(|status| is_whole(&status, deployment.len()))
+    }
 }
 
 /// Creates the durable subscription the consumers share.
@@ -150,7 +234,10 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
             false,
         ),
         Shape::DurablePublish { exactly_once: true } => (Delivery::ExactlyOnce, None, false),
-        Shape::DurablePublish { exactly_once: false } => (Delivery::AtLeastOnce, None, false),
+        // leader-failover publishes through its own loop (failover.rs), never here.
+        Shape::DurablePublish { exactly_once: false } | Shape::Failover => {
+            (Delivery::AtLeastOnce, None, false)
+        }
         Shape::DurableLatency | Shape::Backlog { .. } | Shape::MemoryBacklog => {
             create_subscription(url, &topic).await?;
             (
@@ -310,4 +397,65 @@ async fn consume(mut subscriber: Subscriber, context: RunContext, ack: bool, bac
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, subscriber.close()).await;
     recorder
+}
+
+#[cfg(test)]
+mod tests {
+    use hermod_client::{ClusterNode, RaftGroupInfo};
+
+    use super::*;
+
+    fn node(id: u64, up: bool, role: &str) -> ClusterNode {
+        ClusterNode {
+            id,
+            address: format!("127.0.0.1:{}", 7400 + id),
+            up,
+            role: role.to_owned(),
+            last_heartbeat_age_ms: Some(10),
+        }
+    }
+
+    /// A view of three nodes from node 2, led by `leader`, with node 3 `up` or not.
+    fn status(leader: Option<u64>, third_up: bool) -> ClusterStatus {
+        ClusterStatus {
+            node_id: 2,
+            quorum: leader.is_some(),
+            nodes: vec![
+                node(1, true, "leader"),
+                node(2, true, "follower"),
+                node(3, third_up, "follower"),
+            ],
+            groups: vec![RaftGroupInfo {
+                name: "main-0".to_owned(),
+                leader,
+                term: 4,
+                replicas: vec![1, 2, 3],
+                lag: 0,
+                last_log_index: 10,
+                applied_index: 10,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_leader_is_found_by_its_advertised_address() {
+        assert_eq!(
+            leader_url(&status(Some(1), true)).as_deref(),
+            Some("http://127.0.0.1:7401")
+        );
+        assert_eq!(leader_url(&status(None, true)), None);
+        assert_eq!(
+            leader_url(&status(Some(9), true)),
+            None,
+            "a leader not among the nodes"
+        );
+    }
+
+    #[test]
+    fn the_cluster_is_whole_with_a_leader_and_every_node_up() {
+        assert!(is_whole(&status(Some(1), true), 3));
+        assert!(!is_whole(&status(Some(1), false), 3), "a node down");
+        assert!(!is_whole(&status(None, true), 3), "no leader");
+        assert!(!is_whole(&status(Some(1), true), 4), "a node missing");
+    }
 }

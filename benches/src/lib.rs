@@ -2,7 +2,7 @@
 //!
 //! The load generator starts fresh broker processes per scenario (Hermod,
 //! and with `--compare nats` `nats-server` with JetStream; three of each for
-//! the cluster scenario), drives them through their own client crates,
+//! the cluster scenarios), drives them through their own client crates,
 //! records latencies in HDR histograms and reports a table, `report.json`
 //! and PNG charts. The criterion micro-benchmarks of the core live in
 //! `benches/` (`cargo bench -p hermod-bench`). See README.md beside this crate.
@@ -11,6 +11,7 @@ pub mod bar;
 pub mod charts;
 pub mod cli;
 pub mod deploy;
+pub mod failover;
 pub mod flow;
 pub mod font;
 pub mod hermod;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{Context, ContextBuilder};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::stream::{ClusterInfo, Config as StreamConfig, StorageType};
 use async_nats::{Client, Subject};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::deploy::Deployment;
+use crate::failover::{self, ATTEMPT_TIMEOUT_MS, AttemptError, Publishing};
 use crate::flow::collect_acks;
 use crate::load::{ACK_DRAIN, Load, Phase, Produced, RunContext};
 use crate::measure::Recorder;
@@ -45,6 +46,10 @@ pub async fn run(spec: &Spec, binary: &Path) -> anyhow::Result<Measured> {
         match shape {
             Shape::Backlog { .. } => backlog(spec, &deployment).await,
             Shape::MemoryBacklog => memory_backlog(spec, &deployment).await,
+            Shape::Failover => {
+                let cluster = NatsCluster::new(&deployment).await?;
+                failover::run_rounds(spec, &mut deployment, &cluster).await
+            }
             _ => Ok(drive(spec, &deployment).await?.measured(spec.name.primary())),
         }
     }
@@ -174,7 +179,7 @@ async fn drive(spec: &Spec, deployment: &Deployment) -> anyhow::Result<Outcome> 
         Shape::DurableLatency => {
             durable_streams = pull_streams(url, spec.consumers, spec.settings.window).await?;
         }
-        Shape::DurablePublish { .. } | Shape::Backlog { .. } | Shape::MemoryBacklog => {}
+        Shape::DurablePublish { .. } | Shape::Backlog { .. } | Shape::MemoryBacklog | Shape::Failover => {}
     }
     let clients = producer_clients(url, spec.settings.producers).await?;
 
@@ -252,6 +257,98 @@ async fn memory_backlog(spec: &Spec, deployment: &Deployment) -> anyhow::Result<
     Ok(filled
         .measured_with_fill(spec.name.primary())
         .with_memory(Some(memory)))
+}
+
+/// The server name of the stream's leader, as its stream info names it.
+fn stream_leader(cluster: &ClusterInfo) -> Option<&str> {
+    cluster.leader.as_deref().filter(|name| !name.is_empty())
+}
+
+/// Whether the stream's info shows it whole: a leader, and every other of
+/// the `servers` a replica that is online and current.
+fn stream_whole(cluster: &ClusterInfo, servers: usize) -> bool {
+    stream_leader(cluster).is_some()
+        && cluster.replicas.len() + 1 == servers
+        && cluster.replicas.iter().all(|peer| peer.current && !peer.offline)
+}
+
+/// leader-failover against NATS: the stream's leader and health from
+/// JetStream's stream info, through a connection that reconnects to any
+/// server, and publishes through JetStream, each awaiting its ack.
+struct NatsCluster {
+    admin: Context,
+}
+
+impl NatsCluster {
+    async fn new(deployment: &Deployment) -> anyhow::Result<Self> {
+        let client = connect_in_order(deployment.urls()).await?;
+        Ok(Self {
+            admin: failover_jetstream(client),
+        })
+    }
+
+    /// The stream's cluster as the stream's leader describes it, if it answers.
+    async fn stream_cluster(&self) -> Option<ClusterInfo> {
+        let stream = self.admin.get_stream_no_info(STREAM).await.ok()?;
+        stream.get_info().await.ok()?.cluster
+    }
+}
+
+/// A connection that tries `urls` in their order (the first is the one to
+/// start on), and reconnects to the others when its server goes.
+async fn connect_in_order(urls: Vec<String>) -> anyhow::Result<Client> {
+    async_nats::ConnectOptions::new()
+        .retain_servers_order()
+        .connection_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS))
+        .connect(urls)
+        .await
+        .context("connecting to nats-server")
+}
+
+/// A JetStream context whose requests and publish acks may take `ATTEMPT_TIMEOUT_MS`.
+fn failover_jetstream(client: Client) -> Context {
+    ContextBuilder::new()
+        .timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS))
+        .build(client)
+}
+
+impl failover::Cluster for NatsCluster {
+    async fn leader(&self, deployment: &Deployment) -> Option<usize> {
+        let cluster = self.stream_cluster().await?;
+        deployment.index_of(stream_leader(&cluster)?)
+    }
+
+    async fn start_publisher(
+        &self,
+        deployment: &Deployment,
+        first: usize,
+        publishing: Publishing,
+    ) -> anyhow::Result<JoinHandle<Produced>> {
+        let js = failover_jetstream(connect_in_order(deployment.urls_from(first)).await?);
+        let subject = Subject::from(publishing.topic.as_str());
+        // Every JetStream publish error is worth sending again: NATS does
+        // not tell a refusal of the message from an unavailable stream.
+        let publish = move |id: String, payload| {
+            let js = js.clone();
+            let subject = subject.clone();
+            async move {
+                let message = PublishMessage::build().payload(payload).message_id(id);
+                let ack = js
+                    .send_publish(subject, message)
+                    .await
+                    .map_err(|error| AttemptError::Retryable(error.to_string()))?;
+                ack.await
+                    .map(drop)
+                    .map_err(|error| AttemptError::Retryable(error.to_string()))
+            }
+        };
+        Ok(tokio::spawn(failover::publish_one_at_a_time(publishing, publish)))
+    }
+
+    async fn whole(&self, deployment: &Deployment) -> bool {
+        let cluster = self.stream_cluster().await;
+        cluster.is_some_and(|cluster| stream_whole(&cluster, deployment.len()))
+    }
 }
 
 /// Core NATS publishes: no ack, so the rate is what the client sends.
@@ -367,4 +464,53 @@ async fn consume_durable(mut messages: pull::Stream, context: RunContext, backlo
         }
     }
     recorder
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::stream::PeerInfo;
+
+    use super::*;
+
+    fn peer(name: &str, current: bool, offline: bool) -> PeerInfo {
+        PeerInfo {
+            name: name.to_owned(),
+            current,
+            offline,
+            active: Duration::from_millis(100),
+            lag: None,
+        }
+    }
+
+    #[test]
+    fn the_stream_leader_comes_from_its_cluster_info() {
+        let json = r#"{"name": "bench", "leader": "nats-1", "replicas": [
+            {"name": "nats-0", "current": true, "active": 1000000},
+            {"name": "nats-2", "current": true, "active": 2000000}]}"#;
+        let cluster: ClusterInfo = serde_json::from_str(json).expect("stream cluster info");
+        assert_eq!(stream_leader(&cluster), Some("nats-1"));
+        assert!(stream_whole(&cluster, 3));
+        assert!(!stream_whole(&cluster, 4), "a replica missing");
+        let leaderless = ClusterInfo {
+            leader: Some(String::new()),
+            ..cluster.clone()
+        };
+        assert_eq!(stream_leader(&leaderless), None);
+        assert!(!stream_whole(&leaderless, 3));
+    }
+
+    #[test]
+    fn a_replica_behind_or_offline_leaves_the_stream_not_whole() {
+        let cluster = |replicas| ClusterInfo {
+            leader: Some("nats-0".to_owned()),
+            replicas,
+            ..Default::default()
+        };
+        let behind = cluster(vec![peer("nats-1", true, false), peer("nats-2", false, false)]);
+        assert!(!stream_whole(&behind, 3));
+        let offline = cluster(vec![peer("nats-1", true, true), peer("nats-2", true, false)]);
+        assert!(!stream_whole(&offline, 3));
+        let whole = cluster(vec![peer("nats-1", true, false), peer("nats-2", true, false)]);
+        assert!(stream_whole(&whole, 3));
+    }
 }

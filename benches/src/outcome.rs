@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::failover::FailoverTimes;
 use crate::load::Produced;
 use crate::measure::{Percentiles, Recorder, Window, inversions};
 use crate::memory::MemoryUse;
@@ -162,6 +163,7 @@ impl Outcome {
             server_log_sample: Vec::new(),
             server_metrics: BTreeMap::new(),
             memory: None,
+            failover: None,
         }
     }
 }
@@ -246,6 +248,10 @@ pub struct Measured {
     /// beside the others: `rss_peak_bytes`, `within_bound`, ...).
     #[serde(flatten)]
     pub memory: Option<MemoryUse>,
+    /// The leader's failover times, in leader-failover (`failover_median_ms`,
+    /// `failover_worst_ms`, `failover_rounds_ms`, ... beside the others).
+    #[serde(flatten)]
+    pub failover: Option<FailoverTimes>,
 }
 
 impl Measured {

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cli::{Peer, Settings};
+use crate::failover::FailoverTimes;
 use crate::machine::Machine;
 use crate::memory::{MIB, MemoryUse, RSS_ALLOWANCE_MIB, RSS_SETTLE_S};
 use crate::outcome::Measured;
@@ -36,12 +37,15 @@ pub enum RatioOf {
     MsgsPerS,
     /// Hermod's `rss_peak_bytes` over the peer's: lower is better for Hermod.
     RssPeakBytes,
+    /// Hermod's `failover_median_ms` over the peer's: lower is better for Hermod.
+    FailoverMedianMs,
 }
 
 impl RatioOf {
     fn of(name: ScenarioName) -> Self {
         match name.shape() {
             Shape::MemoryBacklog => Self::RssPeakBytes,
+            Shape::Failover => Self::FailoverMedianMs,
             _ => Self::MsgsPerS,
         }
     }
@@ -51,11 +55,12 @@ impl RatioOf {
         match self {
             Self::MsgsPerS => Some(m.msgs_per_s),
             Self::RssPeakBytes => m.memory.as_ref().map(|memory| memory.rss_peak_bytes as f64),
+            Self::FailoverMedianMs => m.failover.as_ref().map(|times| times.failover_median_ms),
         }
     }
 
     fn lower_is_better(self) -> bool {
-        self == Self::RssPeakBytes
+        matches!(self, Self::RssPeakBytes | Self::FailoverMedianMs)
     }
 }
 
@@ -73,11 +78,12 @@ pub struct ScenarioReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<SystemResult>,
     /// Hermod's figure over the peer's: `msgs_per_s` (higher is better for
-    /// Hermod), or in memory-backlog `rss_peak_bytes` (lower is better).
+    /// Hermod), in memory-backlog `rss_peak_bytes` and in leader-failover
+    /// `failover_median_ms` (lower is better).
     pub ratio: Option<f64>,
     /// Which figure `ratio` divides.
     pub ratio_of: RatioOf,
-    /// Whether a `ratio` below 1 favours Hermod (true for memory).
+    /// Whether a `ratio` below 1 favours Hermod (true for memory and failover).
     pub ratio_lower_is_better: bool,
     /// Hermod's p99 over the peer's (lower is better for Hermod).
     pub p99_ratio: Option<f64>,
@@ -206,6 +212,13 @@ impl Report {
                     .to_owned(),
             );
         }
+        if self.scenario(ScenarioName::LeaderFailover).is_some() {
+            notes.push(
+                "leader-failover: ratio = Hermod median failover / NATS median failover (lower is better); msg/s and latency\n\
+                 are the one-at-a-time publisher's over every round, kills included."
+                    .to_owned(),
+            );
+        }
         let m = &self.machine;
         let _ = writeln!(
             out,
@@ -227,7 +240,51 @@ impl Report {
         if let Some(memory) = self.memory_table() {
             let _ = write!(out, "\n{memory}");
         }
+        if let Some(failover) = self.failover_table() {
+            let _ = write!(out, "\n{failover}");
+        }
         out
+    }
+
+    /// leader-failover's times of both systems, round by round, if it ran.
+    fn failover_table(&self) -> Option<String> {
+        let scenario = self.scenario(ScenarioName::LeaderFailover)?;
+        let hermod = failover_of(Some(&scenario.hermod));
+        let nats = failover_of(scenario.nats.as_ref());
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>13} {:>9} | {:>13} {:>9} | {:>9}",
+            "failover (ms)", "hermod median", "worst", "nats median", "worst", "ratio"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(79));
+        let _ = writeln!(
+            out,
+            "{:<16} {} | {} | {:>9}",
+            scenario.name,
+            failover_cells(hermod),
+            failover_cells(nats),
+            scenario.ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))
+        );
+        for (system, times) in [("hermod", hermod), ("nats", nats)] {
+            if let Some(times) = times {
+                let rounds: Vec<String> = times
+                    .failover_round_detail
+                    .iter()
+                    .map(|round| format!("{} ({})", round.failover_ms, round.killed))
+                    .collect();
+                let _ = writeln!(out, "{system} rounds: {}", rounds.join(", "));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "failover = SIGKILL of the leader -> ack of the first publish attempt started after it was gone\n\
+             (one message at a time, attempts time out after {} ms and are sent again after {} ms);\n\
+             ratio = Hermod median / NATS median (lower is better).",
+            hermod.or(nats).map_or(0, |t| t.failover_attempt_timeout_ms),
+            hermod.or(nats).map_or(0, |t| t.failover_retry_pause_ms),
+        );
+        Some(out)
     }
 
     /// The resident memory of memory-backlog's servers and Hermod's verdict, if it ran.
@@ -355,6 +412,19 @@ fn scenario_notes(scenario: &ScenarioReport) -> Vec<String> {
 /// The memory figures of a system that ran memory-backlog.
 fn memory_of(result: Option<&SystemResult>) -> Option<&MemoryUse> {
     result?.measured()?.memory.as_ref()
+}
+
+/// The failover times of a system that ran leader-failover.
+fn failover_of(result: Option<&SystemResult>) -> Option<&FailoverTimes> {
+    result?.measured()?.failover.as_ref()
+}
+
+/// Median and worst columns of one system's failover times.
+fn failover_cells(times: Option<&FailoverTimes>) -> String {
+    match times {
+        Some(t) => format!("{:>13.0} {:>9}", t.failover_median_ms, t.failover_worst_ms),
+        None => format!("{:>13} {:>9}", "-", "-"),
+    }
 }
 
 /// Peak, end and per-million-messages columns of one system's memory, in MiB.
@@ -531,6 +601,48 @@ mod tests {
         assert!(
             row.contains("600.0") && row.contains("512.0") && row.ends_with("2.00"),
             "{row}"
+        );
+    }
+
+    /// A publisher of 100 acks whose rounds of failover took `rounds_ms`.
+    fn with_failover(system: &str, rounds_ms: &[u64]) -> SystemResult {
+        let rounds = rounds_ms
+            .iter()
+            .enumerate()
+            .map(|(index, ms)| crate::failover::Round {
+                killed: format!("{system}-{index}"),
+                failover_ms: *ms,
+                failed_attempts: 5,
+                rejoin_ms: 2000,
+            })
+            .collect();
+        let mut measured = measured(100);
+        measured.failover = FailoverTimes::new(rounds);
+        SystemResult::Ran(Box::new(measured))
+    }
+
+    #[test]
+    fn leader_failover_compares_median_failover_times() {
+        let hermod = with_failover("hermod", &[3000, 4000, 2000]);
+        let nats = with_failover("nats", &[6000, 5000, 7000]);
+        let scenario = scenario(ScenarioName::LeaderFailover, hermod, Some(nats));
+        assert_eq!(scenario.ratio, Some(0.5));
+        assert_eq!(scenario.ratio_of, RatioOf::FailoverMedianMs);
+        assert!(scenario.ratio_lower_is_better);
+        let json = serde_json::to_value(&scenario).expect("json");
+        assert_eq!(json["ratio_of"], "failover_median_ms");
+        assert_eq!(json["hermod"]["failover_median_ms"], 3000.0);
+        assert_eq!(json["nats"]["failover_worst_ms"], 7000);
+        assert_eq!(json["hermod"]["failover_rounds_ms"][2], 2000);
+        let table = report_of(vec![scenario]).table();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("leader-failover") && line.ends_with("0.50"))
+            .unwrap_or_else(|| panic!("no failover row in {table}"));
+        assert!(row.contains("3000") && row.contains("7000"), "{row}");
+        assert!(
+            table.contains("hermod rounds: 3000 (hermod-0), 4000 (hermod-1), 2000 (hermod-2)"),
+            "{table}"
         );
     }
 

@@ -6,6 +6,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::cli::{Options, Settings};
+use crate::failover;
 use crate::memory::RSS_SETTLE_S;
 
 /// How long publishing a backlog may take at least.
@@ -54,6 +55,10 @@ pub enum ScenarioName {
     /// consumes fills with `--messages` messages.
     #[value(name = "memory-backlog")]
     MemoryBacklog,
+    /// Time from SIGKILL of a 3-node cluster's leader to the first publish
+    /// acknowledged after it, over `--rounds` kills and restarts.
+    #[value(name = "leader-failover")]
+    LeaderFailover,
 }
 
 /// What a scenario does, independent of the system it runs against.
@@ -71,6 +76,9 @@ pub enum Shape {
     /// A backlog published to a durable subscription that nobody consumes,
     /// with the server's resident memory sampled during the fill and a settle after it.
     MemoryBacklog,
+    /// Durable publishes one at a time while the cluster's leader is killed
+    /// and restarted, round after round.
+    Failover,
 }
 
 /// What a scenario reports as its throughput and latency.
@@ -85,7 +93,7 @@ pub enum Primary {
 }
 
 impl ScenarioName {
-    pub const ALL: [ScenarioName; 10] = [
+    pub const ALL: [ScenarioName; 11] = [
         Self::AmoFanout1,
         Self::AmoFanout4,
         Self::AloPublish,
@@ -96,6 +104,7 @@ impl ScenarioName {
         Self::PriorityBacklog,
         Self::ClusterPublish,
         Self::MemoryBacklog,
+        Self::LeaderFailover,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +119,7 @@ impl ScenarioName {
             Self::PriorityBacklog => "priority-backlog",
             Self::ClusterPublish => "cluster-publish",
             Self::MemoryBacklog => "memory-backlog",
+            Self::LeaderFailover => "leader-failover",
         }
     }
 
@@ -146,6 +156,9 @@ impl ScenarioName {
             Self::MemoryBacklog => {
                 "server resident memory while an unconsumed durable subscription fills with --messages messages (NATS: JetStream file stream, durable consumer, nothing pulled)"
             }
+            Self::LeaderFailover => {
+                "SIGKILL of the leader of a 3-node cluster (3 replicas) under a one-at-a-time durable publisher: time to the first acked publish, --rounds times (NATS: the R3 stream's leader)"
+            }
         }
     }
 
@@ -158,13 +171,15 @@ impl ScenarioName {
             Self::ConsumeBacklog => Shape::Backlog { priorities: false },
             Self::PriorityBacklog => Shape::Backlog { priorities: true },
             Self::MemoryBacklog => Shape::MemoryBacklog,
+            Self::LeaderFailover => Shape::Failover,
         }
     }
 
     pub fn primary(self) -> Primary {
         match self.shape() {
-            // The fill's rate and publish->ack latency go beside the memory figures.
-            Shape::DurablePublish { .. } | Shape::MemoryBacklog => Primary::PublishToAck,
+            // The fill's rate and publish->ack latency go beside the memory
+            // figures; the publisher's beside the failover times.
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog | Shape::Failover => Primary::PublishToAck,
             Shape::FanOut | Shape::DurableLatency => Primary::PublishToDelivery,
             Shape::Backlog { .. } => Primary::Consume,
         }
@@ -173,7 +188,7 @@ impl ScenarioName {
     /// Broker processes the scenario runs against.
     pub fn nodes(self) -> usize {
         match self {
-            Self::ClusterPublish => 3,
+            Self::ClusterPublish | Self::LeaderFailover => 3,
             _ => 1,
         }
     }
@@ -213,7 +228,7 @@ impl Spec {
     pub fn new(name: ScenarioName, settings: &Settings, options: &Options) -> Self {
         let consumers = match name.shape() {
             // A publish-only scenario has nobody to consume.
-            Shape::DurablePublish { .. } | Shape::MemoryBacklog => 0,
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog | Shape::Failover => 0,
             // The order of deliveries says something only with one consumer.
             Shape::Backlog { priorities: true } => 1,
             _ => options.consumers.unwrap_or(name.default_consumers()),
@@ -221,10 +236,11 @@ impl Spec {
         let backlog = match name.shape() {
             Shape::Backlog { .. } => Some(settings.backlog),
             Shape::MemoryBacklog => Some(settings.messages),
-            Shape::FanOut | Shape::DurablePublish { .. } | Shape::DurableLatency => None,
+            Shape::FanOut | Shape::DurablePublish { .. } | Shape::DurableLatency | Shape::Failover => None,
         };
-        // A backlog is published as fast as the system takes it.
-        let rate = if backlog.is_some() {
+        // A backlog is published as fast as the system takes it; the
+        // failover publisher sends one message at a time, unpaced.
+        let rate = if backlog.is_some() || name.shape() == Shape::Failover {
             None
         } else {
             settings.rate.or(name.default_rate())
@@ -254,7 +270,7 @@ impl Spec {
         match self.name.shape() {
             Shape::FanOut => self.consumers as u64,
             Shape::DurableLatency | Shape::Backlog { .. } => u64::from(self.consumers > 0),
-            Shape::DurablePublish { .. } | Shape::MemoryBacklog => 0,
+            Shape::DurablePublish { .. } | Shape::MemoryBacklog | Shape::Failover => 0,
         }
     }
 
@@ -266,13 +282,15 @@ impl Spec {
     }
 
     /// The longest the load of one system's run may last: warm-up and
-    /// duration; a backlog's fill and then its drain (over the duration); or
-    /// memory-backlog's fill and the settle after it.
+    /// duration; a backlog's fill and then its drain (over the duration);
+    /// memory-backlog's fill and the settle after it; or leader-failover's
+    /// rounds, each at most its warm-up, failover and rejoin.
     pub fn load_limit(&self) -> Duration {
         let settings = &self.settings;
         match self.name.shape() {
             Shape::Backlog { .. } => self.fill_limit() + settings.duration,
             Shape::MemoryBacklog => self.fill_limit() + Duration::from_secs(RSS_SETTLE_S),
+            Shape::Failover => settings.rounds * failover::round_limit(settings.warmup),
             Shape::FanOut | Shape::DurablePublish { .. } | Shape::DurableLatency => {
                 settings.warmup + settings.duration
             }
@@ -347,5 +365,26 @@ mod tests {
         assert_eq!(memory.load_limit(), Duration::from_secs(4000 + RSS_SETTLE_S));
         let small = spec(&["hermod-bench"], ScenarioName::ConsumeBacklog);
         assert_eq!(small.fill_limit(), FILL_LIMIT);
+    }
+
+    #[test]
+    fn leader_failover_runs_on_three_nodes_for_its_rounds() {
+        let args = [
+            "hermod-bench",
+            "--rounds",
+            "4",
+            "--rate",
+            "10",
+            "--consumers",
+            "2",
+        ];
+        let failover = spec(&args, ScenarioName::LeaderFailover);
+        assert_eq!((failover.consumers, failover.fanout()), (0, 0));
+        assert_eq!((failover.rate, failover.backlog), (None, None));
+        assert_eq!(failover.name.nodes(), 3);
+        assert_eq!(failover.name.primary(), Primary::PublishToAck);
+        let round = failover::round_limit(failover.settings.warmup);
+        assert_eq!(failover.load_limit(), 4 * round);
+        assert_eq!(failover.topic(), "bench.leader_failover");
     }
 }
