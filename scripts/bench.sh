@@ -17,10 +17,9 @@ if ((${#need_apt[@]})); then
     apt_install bench "${need_apt[@]}"
 fi
 
-# One release build of both binaries, so their shared dependencies resolve
-# to the same features (a debug build of a subset would rebuild RocksDB).
-cargo build --release --manifest-path "$root/Cargo.toml" \
-    -p hermod-broker --bin hermod -p hermod-bench --bin hermod-bench
+# One release build of the whole workspace: a subset resolves the shared
+# dependencies' features differently and would rebuild RocksDB.
+cargo build --release --manifest-path "$root/Cargo.toml" --workspace
 
 # The report names the commit of this checkout.
 export HERMOD_BENCH_SOURCE="$root"
