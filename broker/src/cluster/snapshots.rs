@@ -10,18 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot_file::{self, KEY_CEILING};
 use super::state_machine::{APPLIED_KEY, AppliedState};
+use crate::state::FAMILIES;
 use crate::storage::{Batch, Cf, Frozen, Store, decode, encode};
 
-/// The column families that make up the replicated state. A snapshot file
-/// names a family by its place in this list, so new ones go at the end.
-pub const STATE_FAMILIES: [Cf; 6] = [
-    Cf::Meta,
-    Cf::Messages,
-    Cf::Dedup,
-    Cf::DedupExpiry,
-    Cf::Acks,
-    Cf::Priorities,
-];
 /// Present while an install is under way: which file, and the position it
 /// brings the state to.
 const INSTALLING_KEY: &[u8] = b"raft/installing";
@@ -84,7 +75,7 @@ impl SnapshotDir {
 
 /// Writes the replicated families of `frozen` into a file at `path`, durably.
 pub fn build(frozen: &dyn Frozen, dir: &SnapshotDir, path: &Path) -> io::Result<()> {
-    snapshot_file::write(frozen, &STATE_FAMILIES, path)?;
+    snapshot_file::write(frozen, &FAMILIES, path)?;
     dir.sync()
 }
 
@@ -99,9 +90,9 @@ pub fn install(store: &dyn Store, file: &Path, applied: &AppliedState) -> io::Re
 
 /// Checks the file, then clears the state and leaves the marker, atomically.
 fn begin_install(store: &dyn Store, file: &Path, applied: &AppliedState) -> io::Result<()> {
-    snapshot_file::read(file, &STATE_FAMILIES, |_, _, _| Ok(()))?;
+    snapshot_file::read(file, &FAMILIES, |_, _, _| Ok(()))?;
     let mut batch = Batch::default();
-    for cf in STATE_FAMILIES {
+    for cf in FAMILIES {
         batch.delete_range(cf, Vec::new(), KEY_CEILING.to_vec());
     }
     let marker = InstallMarker {
@@ -118,7 +109,7 @@ fn begin_install(store: &dyn Store, file: &Path, applied: &AppliedState) -> io::
 fn finish_install(store: &dyn Store, file: &Path, applied: &AppliedState) -> io::Result<()> {
     let mut batch = Batch::default();
     let mut bytes = 0;
-    snapshot_file::read(file, &STATE_FAMILIES, |cf, key, value| {
+    snapshot_file::read(file, &FAMILIES, |cf, key, value| {
         bytes += key.len() + value.len();
         batch.put(cf, key, value);
         if bytes >= INSTALL_BATCH_BYTES {

@@ -23,5 +23,19 @@ pub use reads::{PendingMessage, PendingPage, Reader};
 pub use records::{DedupRecord, SubscriptionRecord, TopicRecord};
 pub use txn::Txn;
 
+use crate::storage::Cf;
+
+/// The column families the state machine owns: what a snapshot carries. A
+/// snapshot file names a family by its place in this list, so new ones go
+/// at the end.
+pub const FAMILIES: [Cf; 6] = [
+    Cf::Meta,
+    Cf::Messages,
+    Cf::Dedup,
+    Cf::DedupExpiry,
+    Cf::Acks,
+    Cf::Priorities,
+];
+
 #[cfg(test)]
 mod tests;

@@ -1619,14 +1619,7 @@ fn the_same_commands_give_the_same_answers_and_the_same_bytes() {
     assert_eq!(answers_a, answers_b);
     assert_eq!(bytes_a, bytes_b);
     // The history really did something in every family the state machine owns.
-    for cf in [
-        Cf::Meta,
-        Cf::Messages,
-        Cf::Dedup,
-        Cf::DedupExpiry,
-        Cf::Acks,
-        Cf::Priorities,
-    ] {
+    for cf in FAMILIES {
         let entries = &bytes_a.iter().find(|(c, _)| *c == cf).unwrap().1;
         assert!(!entries.is_empty(), "{cf:?} is empty");
     }
