@@ -14,16 +14,13 @@ use crate::cluster::Consensus;
 use crate::domain::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
 use crate::domain::{MessageKey, Sequence, Settle, SubscriptionName, SubscriptionSettings, TopicName};
 use crate::error::BrokerError;
-use crate::semantics::{
-    Claimed, ConsumerId, Entry, Lease, LeaseId, QueueConfig, SettleError, SubscriptionQueue,
-};
+use crate::semantics::{Claimed, ConsumerId, Lease, LeaseId, QueueConfig, SettleError, SubscriptionQueue};
 use crate::state::{Command, Reader, StoredRef};
-
-use super::window::Window;
 
 use super::clock::now_ms;
 use super::delivery::Delivery;
 use super::token::AckToken;
+use super::window::Window;
 
 /// Inputs a dispatcher may have waiting; a full inbox slows its senders.
 pub const DISPATCHER_INBOX: usize = 4096;
@@ -212,44 +209,6 @@ impl Dispatcher {
             }
             Input::Shutdown => {}
         }
-    }
-
-    /// A newly stored message: into memory, or left on disk for a later page.
-    fn stored(&mut self, stored: StoredRef) {
-        // Read by a page before its own notice came, and settled since.
-        if self.settling(&stored.key) {
-            return;
-        }
-        let resident = self.queue.pending_of(stored.priority);
-        if self.window.admit(&stored.key, stored.priority, resident) {
-            let entry = Entry {
-                key: stored.key,
-                priority: stored.priority,
-                not_before_ms: stored.not_before_ms,
-                expires_at_ms: stored.expires_at_ms,
-            };
-            self.queue.push(entry, 0);
-        }
-    }
-
-    /// An ack or a dead-lettering was applied.
-    fn acked(&mut self, key: MessageKey) {
-        let settling = self.committing.remove(&key) | self.burying.remove(&key);
-        let resident = self.queue.remove(&key);
-        if !settling && !resident {
-            self.settled_on_disk(&key);
-        }
-    }
-
-    /// Whether an ack or dead-lettering of the message is being committed:
-    /// it must not be queued again meanwhile.
-    fn settling(&self, key: &MessageKey) -> bool {
-        self.committing.contains(key) || self.burying.contains(key)
-    }
-
-    /// Pending messages, in memory and on disk.
-    fn backlog(&self) -> usize {
-        self.queue.backlog() + self.window.unloaded() as usize
     }
 
     fn detach(&mut self, consumer: ConsumerId) {

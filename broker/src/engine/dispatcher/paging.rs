@@ -1,16 +1,55 @@
-//! How a dispatcher's backlog reaches memory: counted at the start, then
-//! paged in from the priority index as the window drains.
+//! How a dispatcher's backlog reaches memory: counted at the start, new
+//! messages admitted while their window has room, the rest paged in from
+//! the priority index as the window drains.
 
 use crate::domain::{DeliveryGuarantee, MessageKey, Priority, Sequence, TopicName};
 use crate::error::BrokerError;
 use crate::semantics::Entry;
-use crate::state::PendingMessage;
+use crate::state::{PendingMessage, StoredRef};
 
 use super::super::clock::now_ms;
 use super::super::window::{MAX_PAGES_PER_REFILL, PAGE_ENTRIES};
 use super::Dispatcher;
 
 impl Dispatcher {
+    /// A newly stored message: into memory, or left on disk for a later page.
+    pub(super) fn stored(&mut self, stored: StoredRef) {
+        // Read by a page before its own notice came, and settled since.
+        if self.settling(&stored.key) {
+            return;
+        }
+        let resident = self.queue.pending_of(stored.priority);
+        if self.window.admit(&stored.key, stored.priority, resident) {
+            let entry = Entry {
+                key: stored.key,
+                priority: stored.priority,
+                not_before_ms: stored.not_before_ms,
+                expires_at_ms: stored.expires_at_ms,
+            };
+            self.queue.push(entry, 0);
+        }
+    }
+
+    /// An ack or a dead-lettering was applied.
+    pub(super) fn acked(&mut self, key: MessageKey) {
+        let settling = self.committing.remove(&key) | self.burying.remove(&key);
+        let resident = self.queue.remove(&key);
+        if !settling && !resident {
+            self.settled_on_disk(&key);
+        }
+    }
+
+    /// Whether an ack or dead-lettering of the message is being committed:
+    /// it must not be queued again meanwhile.
+    pub(super) fn settling(&self, key: &MessageKey) -> bool {
+        self.committing.contains(key) || self.burying.contains(key)
+    }
+
+    /// Pending messages, in memory and on disk.
+    pub(super) fn backlog(&self) -> usize {
+        self.queue.backlog() + self.window.unloaded() as usize
+    }
+
     /// Finds the subscription's pending messages in storage: every lane
     /// starts on disk and the first pages come in. Exactly-once messages
     /// stored before now wait out one ack deadline: a consumer of the
