@@ -81,6 +81,11 @@ pub struct Dispatcher {
     committing: BTreeSet<MessageKey>,
     /// Messages whose dead-lettering is being committed.
     burying: BTreeSet<MessageKey>,
+    /// Messages pending again after their ack failed to commit. The failed
+    /// proposal may still have been committed (a leader that lost its quorum
+    /// cannot know), so the client repeats the ack: the same lease's ack
+    /// claims the message again until it is handed out anew.
+    restored: BTreeSet<MessageKey>,
     /// Which pending messages are in memory and which are on disk.
     window: Window,
     /// Exactly-once messages stored before this dispatcher started (below
@@ -113,6 +118,7 @@ impl Dispatcher {
             epoch,
             committing: BTreeSet::new(),
             burying: BTreeSet::new(),
+            restored: BTreeSet::new(),
             window: Window::new(window),
             held: BTreeMap::new(),
             hold_until_ms: 0,
@@ -198,6 +204,7 @@ impl Dispatcher {
             }
             Input::Restore(claimed) => {
                 self.committing.remove(&claimed.entry.key);
+                self.restored.insert(claimed.entry.key.clone());
                 self.queue.push(claimed.entry, claimed.attempts);
             }
             Input::TopicDeleted(topic) => {
@@ -226,9 +233,17 @@ impl Dispatcher {
         let now = now_ms();
         match settle {
             Settle::Ack => {
-                let lease = self.queue.ack(key, lease_id).map_err(|e| self.refusal(key, e))?;
+                let claimed = match self.queue.ack(key, lease_id) {
+                    Ok(lease) => Claimed::from(lease),
+                    Err(error) if self.restored.contains(key) => match self.queue.claim(key) {
+                        Ok(Some(claimed)) => claimed,
+                        _ => return Err(self.refusal(key, error)),
+                    },
+                    Err(error) => return Err(self.refusal(key, error)),
+                };
+                self.restored.remove(key);
                 self.committing.insert(key.clone());
-                Ok(Some(Claimed::from(lease)))
+                Ok(Some(claimed))
             }
             Settle::Nack(delay) => {
                 metrics::counter!(crate::metrics::NACKED).increment(1);
@@ -295,6 +310,8 @@ impl Dispatcher {
             let Some(lease) = self.queue.next(now, consumer) else {
                 break;
             };
+            // Handed out anew: an earlier lease's ack no longer claims it.
+            self.restored.remove(&lease.key);
             match self.load(&lease) {
                 Some(delivery) => {
                     if let Some(c) = self.consumers.get_mut(&consumer) {

@@ -32,6 +32,7 @@ impl Dispatcher {
 
     /// An ack or a dead-lettering was applied.
     pub(super) fn acked(&mut self, key: MessageKey) {
+        self.restored.remove(&key);
         let settling = self.committing.remove(&key) | self.burying.remove(&key);
         let resident = self.queue.remove(&key);
         if !settling && !resident {
