@@ -10,6 +10,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::domain::limits::MAX_PAYLOAD_BYTES;
+use crate::storage::keys::KEY_CEILING;
 use crate::storage::{Cf, Frozen, StorageError};
 
 const MAGIC: &[u8; 8] = b"HRMDSNP1";
@@ -17,8 +18,6 @@ const MAGIC: &[u8; 8] = b"HRMDSNP1";
 const END: u8 = 0xff;
 /// Entries read from the frozen store at a time while exporting.
 const EXPORT_CHUNK_ENTRIES: usize = 4096;
-/// An upper bound above every key the broker writes (keys are under 1 KiB).
-pub const KEY_CEILING: [u8; 1024] = [0xff; 1024];
 /// The longest key or value a record may declare: anything longer is
 /// corruption, refused before memory is allocated for it.
 const MAX_RECORD_PART_BYTES: u64 = MAX_PAYLOAD_BYTES + 64 * 1024;

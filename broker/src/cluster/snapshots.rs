@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot_file::{self, KEY_CEILING};
+use super::snapshot_file;
 use super::state_machine::{APPLIED_KEY, AppliedState};
 use crate::state::FAMILIES;
+use crate::storage::keys::KEY_CEILING;
 use crate::storage::{Batch, Cf, Frozen, Store, decode, encode};
 
 /// Present while an install is under way: which file, and the position it

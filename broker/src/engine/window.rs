@@ -62,14 +62,14 @@ impl Window {
             unloaded,
             counted_until: end,
         };
-        self.lanes.insert((topic, priority.index()), lane);
+        self.lanes.insert(lane_id(&topic, priority), lane);
     }
 
     /// Whether a newly stored message goes into memory now. It does not once
     /// its priority's window is full, nor while older messages of its lane
     /// wait on disk: they are read in order, it among them.
     pub fn admit(&mut self, key: &MessageKey, priority: Priority, resident: usize) -> bool {
-        let id = (key.topic.clone(), priority.index());
+        let id = lane_id(&key.topic, priority);
         match self.lanes.get_mut(&id) {
             // Already passed by a page: the queue ignores a key it holds.
             Some(lane) if key.sequence < lane.next => true,
@@ -111,7 +111,7 @@ impl Window {
     /// A page of a lane was read and its messages went into memory. The
     /// lane is all in memory once the index has no more.
     pub fn paged(&mut self, topic: &TopicName, priority: Priority, page: &PendingPage) {
-        let id = (topic.clone(), priority.index());
+        let id = lane_id(topic, priority);
         let Some(lane) = self.lanes.get_mut(&id) else {
             return;
         };
@@ -128,8 +128,8 @@ impl Window {
 
     /// Whether the message could be on disk only: its lane is on disk from
     /// at or before it.
-    pub fn may_hold(&self, key: &MessageKey, priority: Priority) -> bool {
-        let id = (key.topic.clone(), priority.index());
+    fn may_hold(&self, key: &MessageKey, priority: Priority) -> bool {
+        let id = lane_id(&key.topic, priority);
         self.lanes.get(&id).is_some_and(|lane| lane.next <= key.sequence)
     }
 
@@ -143,8 +143,7 @@ impl Window {
 
     /// A message on disk was settled without passing through memory.
     pub fn settled_on_disk(&mut self, key: &MessageKey, priority: Priority) {
-        let id = (key.topic.clone(), priority.index());
-        if let Some(lane) = self.lanes.get_mut(&id)
+        if let Some(lane) = self.lanes.get_mut(&lane_id(&key.topic, priority))
             && lane.next <= key.sequence
         {
             lane.unloaded = lane.unloaded.saturating_sub(1);
@@ -160,6 +159,11 @@ impl Window {
     pub fn unloaded(&self) -> u64 {
         self.lanes.values().map(|lane| lane.unloaded).sum()
     }
+}
+
+/// The map key of a topic's lane of one priority.
+fn lane_id(topic: &TopicName, priority: Priority) -> (TopicName, usize) {
+    (topic.clone(), priority.index())
 }
 
 #[cfg(test)]

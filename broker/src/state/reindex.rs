@@ -1,7 +1,7 @@
 //! Builds the priority index of a data directory written before the index existed.
 
 use crate::domain::Message;
-use crate::storage::{Batch, Cf, StorageError, Store, decode, encode};
+use crate::storage::{Batch, Cf, StorageError, Store, decode, encode, keys};
 
 use super::records::{PriorityRecord, priority_key};
 
@@ -9,8 +9,6 @@ use super::records::{PriorityRecord, priority_key};
 pub const PRIORITY_INDEX_KEY: &[u8] = b"index/priorities";
 /// Messages read per scan while indexing.
 const CHUNK_MESSAGES: usize = 4096;
-/// Above every message key: a topic name is at most 255 bytes, then 9 more.
-const MESSAGE_KEYS_END: [u8; 300] = [0xff; 300];
 
 /// Indexes every stored message unless the marker says it was done. The
 /// index entries and the marker are written durably: the state machine's
@@ -23,7 +21,7 @@ pub fn ensure_priority_index(store: &dyn Store) -> Result<(), StorageError> {
     let mut from = Vec::new();
     let mut indexed = 0u64;
     loop {
-        let chunk = store.scan(Cf::Messages, &from, &MESSAGE_KEYS_END, CHUNK_MESSAGES)?;
+        let chunk = store.scan(Cf::Messages, &from, &keys::KEY_CEILING, CHUNK_MESSAGES)?;
         let mut batch = Batch::default();
         for (key, value) in &chunk {
             let message: Message = decode(Cf::Messages, value)?;

@@ -67,7 +67,7 @@ fn with_window(dedup_window_ms: u64) -> TopicSettings {
 fn dump(store: &dyn Store) -> Vec<(Cf, Vec<Entry>)> {
     Cf::ALL
         .iter()
-        .map(|cf| (*cf, store.scan(*cf, &[], &vec![0xff; 300], usize::MAX).unwrap()))
+        .map(|cf| (*cf, store.scan(*cf, &[], &keys::KEY_CEILING, usize::MAX).unwrap()))
         .collect()
 }
 
@@ -290,7 +290,7 @@ impl Harness {
 
     fn count(&self, cf: Cf) -> usize {
         self.store()
-            .scan(cf, &[], &vec![0xff; 300], usize::MAX)
+            .scan(cf, &[], &keys::KEY_CEILING, usize::MAX)
             .unwrap()
             .len()
     }

@@ -4,6 +4,9 @@
 use crate::domain::Sequence;
 
 pub const SEPARATOR: u8 = 0;
+/// An upper bound above every key the broker writes (keys are under 1 KiB):
+/// the end of a scan or a range over a whole family.
+pub const KEY_CEILING: [u8; 1024] = [0xff; 1024];
 
 /// `prefix` + `name` + separator.
 pub fn named(prefix: &[u8], name: &str) -> Vec<u8> {

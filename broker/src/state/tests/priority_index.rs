@@ -132,7 +132,7 @@ fn a_data_directory_without_the_index_is_indexed_once_at_open() {
     assert_eq!(before.len(), 5000);
     // What a data directory from before the index looks like.
     let mut strip = crate::storage::Batch::default();
-    strip.delete_range(Cf::Priorities, vec![], vec![0xff; 300]);
+    strip.delete_range(Cf::Priorities, vec![], keys::KEY_CEILING.to_vec());
     strip.delete(Cf::Meta, PRIORITY_INDEX_KEY.to_vec());
     h.store().write(strip, true).unwrap();
     assert_eq!(index_of(&h, "t"), vec![]);
