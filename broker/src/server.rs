@@ -11,14 +11,14 @@ use tokio::sync::{mpsc, watch};
 use crate::admin;
 use crate::api::{BrokerService, ClusterService};
 use crate::cluster::{
-    ClusterOptions, Consensus, Faults, GrpcTransport, LIVE_INBOX_BATCHES, LocalNetwork, NodeId, PeerHandler,
-    PeerService, RELAY_INBOX, Transport,
+    ClusterOptions, Consensus, Faults, GrpcTransport, LIVE_INBOX_BATCHES, LocalNetwork, MAIN_GROUP, NodeId,
+    PeerHandler, PeerService, RELAY_INBOX, Transport,
 };
 use crate::config::{Config, LogFormat, ServeArgs};
 use crate::engine::Broker;
 use crate::error::BrokerError;
 use crate::state::{Reader, StateMachine};
-use crate::storage::{RocksStore, Store};
+use crate::storage::{Keyspace, RocksStore, Store};
 
 /// Applied-change batches waiting for the router; a full channel slows applying.
 const APPLIED_CHANNEL: usize = 1024;
@@ -155,6 +155,8 @@ impl Node {
         let rocks = RocksStore::open_with_cache(&config.data_dir.join("db"), config.cache_bytes)?;
         let closed = rocks.on_close();
         let store: Arc<dyn Store> = Arc::new(rocks);
+        // The groups of a node share its database, each in its keyspace.
+        let store: Arc<dyn Store> = Keyspace::new(store, MAIN_GROUP);
         let machine = StateMachine::open(store.clone())?;
         let (applied_tx, applied_rx) = mpsc::channel(APPLIED_CHANNEL);
         let reader = Reader::new(machine.clone());

@@ -1,15 +1,18 @@
 //! Storage: one key-value interface with two engines, RocksDB (the real one)
 //! and an in-memory map (for fast, deterministic tests). Only this folder
-//! touches rocksdb.
+//! touches rocksdb. A `Keyspace` gives each Raft group of a node its own
+//! share of one store.
 
 mod codec;
 pub mod keys;
+mod keyspace;
 mod memory;
 mod rocks;
 #[cfg(test)]
 mod suite;
 
 pub use codec::{decode, encode};
+pub use keyspace::{GROUP_KEYS, Keyspace};
 pub use memory::MemoryStore;
 pub use rocks::{DEFAULT_CACHE_BYTES, MIN_CACHE_BYTES, RocksStore};
 

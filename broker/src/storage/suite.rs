@@ -1,6 +1,9 @@
 //! One test suite for the `Store` contract, run on every engine.
 
-use super::{Batch, Cf, MemoryStore, RocksStore, Store};
+use std::sync::Arc;
+
+use super::keys::KEY_CEILING;
+use super::{Batch, Cf, GROUP_KEYS, Keyspace, MemoryStore, RocksStore, Store};
 
 fn contract(store: &dyn Store) {
     // Empty reads.
@@ -129,4 +132,102 @@ fn rocks_store_persists_unlogged_writes_before_the_logged_ones_that_follow() {
     let store = RocksStore::open(dir.path()).unwrap();
     assert_eq!(store.get(Cf::Meta, b"k").unwrap(), Some(b"unlogged".to_vec()));
     assert_eq!(store.get(Cf::RaftLog, b"entry").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn keyspaces_meet_the_contract_on_every_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines: [Arc<dyn Store>; 2] = [
+        Arc::new(MemoryStore::new()),
+        Arc::new(RocksStore::open(dir.path()).unwrap()),
+    ];
+    for store in engines {
+        for group in [0, 1, 7, u32::MAX] {
+            contract(Keyspace::new(store.clone(), group).as_ref());
+        }
+    }
+}
+
+/// Writes `key` = `value` in every family of `store`.
+fn put_everywhere(store: &dyn Store, key: &[u8], value: &[u8]) {
+    let mut batch = Batch::default();
+    for cf in Cf::ALL {
+        batch.put(cf, key.to_vec(), value.to_vec());
+    }
+    store.write(batch, false).unwrap();
+}
+
+fn whole(store: &dyn Store, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store.scan(cf, &[], &KEY_CEILING, usize::MAX).unwrap()
+}
+
+fn groups_keep_to_their_own_keys(store: Arc<dyn Store>) {
+    let groups: Vec<_> = [0, 1, 2, 256].map(|g| Keyspace::new(store.clone(), g)).into();
+    for (n, group) in groups.iter().enumerate() {
+        for key in [b"".as_slice(), b"a", b"\x00\x00", b"\xfe\xff"] {
+            put_everywhere(group.as_ref(), key, format!("group {n}").as_bytes());
+        }
+    }
+    for (n, group) in groups.iter().enumerate() {
+        for cf in Cf::ALL {
+            let seen = whole(group.as_ref(), cf);
+            assert_eq!(seen.len(), 4, "group {n} sees its own keys only in {cf:?}");
+            assert!(seen.iter().all(|(_, v)| v == format!("group {n}").as_bytes()));
+            let last = group.last(cf, &[], &KEY_CEILING).unwrap().unwrap();
+            assert_eq!(last.0, b"\xfe\xff".to_vec());
+        }
+        let frozen = group.freeze().unwrap();
+        assert_eq!(frozen.scan(Cf::Acks, &[], &KEY_CEILING, 10).unwrap().len(), 4);
+    }
+    // A snapshot install clears its whole group: the others keep theirs.
+    for victim in [0, 2] {
+        let mut clear = Batch::default();
+        for cf in Cf::ALL {
+            clear.delete_range(cf, Vec::new(), KEY_CEILING.to_vec());
+        }
+        groups[victim].write(clear, false).unwrap();
+        for (n, group) in groups.iter().enumerate() {
+            let expected = if n == 0 || (n == 2 && victim == 2) { 0 } else { 4 };
+            for cf in Cf::ALL {
+                assert_eq!(
+                    whole(group.as_ref(), cf).len(),
+                    expected,
+                    "group {n} after clearing {victim}"
+                );
+            }
+        }
+    }
+    // Group 0 cannot write into the other groups' range.
+    let mut stray = Batch::default();
+    stray.put(Cf::Meta, vec![GROUP_KEYS, 0, 0, 0, 1, b'a'], b"x".to_vec());
+    let refused = groups[0].write(stray, false).unwrap_err();
+    assert!(refused.to_string().contains("group 0"), "{refused}");
+    assert_eq!(groups[1].get(Cf::Meta, b"a").unwrap(), Some(b"group 1".to_vec()));
+    assert!(groups[0].get(Cf::Meta, &[GROUP_KEYS, 0, 0, 0, 1, b'a']).is_err());
+}
+
+#[test]
+fn groups_sharing_a_store_never_see_or_clear_each_others_keys() {
+    groups_keep_to_their_own_keys(Arc::new(MemoryStore::new()));
+    let dir = tempfile::tempdir().unwrap();
+    groups_keep_to_their_own_keys(Arc::new(RocksStore::open(dir.path()).unwrap()));
+}
+
+#[test]
+fn group_zero_is_the_layout_of_a_node_with_one_group() {
+    // A data directory written before shard groups is group 0's, unchanged.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    put_everywhere(store.as_ref(), b"orders\x00", b"old");
+    let group = Keyspace::new(store.clone(), 0);
+    assert_eq!(
+        group.get(Cf::Messages, b"orders\x00").unwrap(),
+        Some(b"old".to_vec())
+    );
+    put_everywhere(Keyspace::new(store.clone(), 3).as_ref(), b"orders\x00", b"shard");
+    assert_eq!(
+        whole(group.as_ref(), Cf::Messages),
+        vec![(b"orders\x00".to_vec(), b"old".to_vec())]
+    );
+    let raw = whole(store.as_ref(), Cf::Messages);
+    assert_eq!(raw[1].0, b"\xff\x00\x00\x00\x03orders\x00".to_vec());
 }
