@@ -139,7 +139,7 @@ async fn join(consensus: &Consensus, address: &str) -> Result<(), BrokerError> {
 
 /// Initialises a new cluster of `members`, then waits for a leader when
 /// this node is the only one.
-async fn initialize(consensus: &Consensus, members: Vec<NodeInfo>) -> Result<(), BrokerError> {
+pub(super) async fn initialize(consensus: &Consensus, members: Vec<NodeInfo>) -> Result<(), BrokerError> {
     let ids: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
     tracing::info!("forming a new cluster of nodes {ids:?}");
     let nodes: BTreeMap<u64, BasicNode> = members

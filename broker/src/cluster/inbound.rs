@@ -40,9 +40,18 @@ impl PeerHandler {
 
     pub async fn handle(&self, request: PeerRequest) -> PeerReply {
         match request {
-            PeerRequest::Raft { rpc, .. } => PeerReply::Raft(self.raft(rpc).await),
-            PeerRequest::Forward { command, .. } => {
-                PeerReply::Forward(self.consensus.propose_here(command).await)
+            PeerRequest::Raft { group, rpc } => match self.consensus.group(group) {
+                Some(consensus) => PeerReply::Raft(raft(&consensus, rpc).await),
+                None => PeerReply::NoSuchGroup(group),
+            },
+            PeerRequest::Forward { group, command } => {
+                PeerReply::Forward(match self.consensus.group(group) {
+                    Some(consensus) => consensus.propose_here(command).await,
+                    None => Err(BrokerError::Unavailable(format!(
+                        "group {group} is not open on node {}; retry",
+                        self.consensus.node_id()
+                    ))),
+                })
             }
             PeerRequest::Live(messages) => {
                 if self.live.try_send(messages).is_err() {
@@ -79,23 +88,24 @@ impl PeerHandler {
         }
         answer.await.unwrap_or(gone)
     }
+}
 
-    async fn raft(&self, rpc: RaftRpc) -> RaftReply {
-        let raft = self.consensus.raft();
-        let mesh = self.consensus.mesh();
-        match rpc {
-            RaftRpc::Append(request) => {
-                heard(mesh, &request.vote);
-                RaftReply::Append(raft.append_entries(request).await)
-            }
-            RaftRpc::Vote(request) => {
-                heard(mesh, &request.vote);
-                RaftReply::Vote(raft.vote(request).await)
-            }
-            RaftRpc::Snapshot(request) => {
-                heard(mesh, &request.vote);
-                RaftReply::Snapshot(raft.install_snapshot(request).await)
-            }
+/// Hands a Raft RPC to this node's replica of its group.
+async fn raft(consensus: &Consensus, rpc: RaftRpc) -> RaftReply {
+    let raft = consensus.raft();
+    let mesh = consensus.mesh();
+    match rpc {
+        RaftRpc::Append(request) => {
+            heard(mesh, &request.vote);
+            RaftReply::Append(raft.append_entries(request).await)
+        }
+        RaftRpc::Vote(request) => {
+            heard(mesh, &request.vote);
+            RaftReply::Vote(raft.vote(request).await)
+        }
+        RaftRpc::Snapshot(request) => {
+            heard(mesh, &request.vote);
+            RaftReply::Snapshot(raft.install_snapshot(request).await)
         }
     }
 }

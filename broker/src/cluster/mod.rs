@@ -10,6 +10,8 @@
 #![allow(clippy::result_large_err)]
 
 mod formation;
+#[cfg(test)]
+mod group_tests;
 mod grpc;
 mod inbound;
 mod local;
@@ -17,9 +19,13 @@ mod log_store;
 mod membership;
 mod monitor;
 mod network;
+mod placement;
 mod propose;
 mod relay;
 mod removal;
+#[cfg(test)]
+mod shard_tests;
+mod shards;
 mod snapshot_file;
 mod snapshots;
 mod state_machine;
@@ -32,8 +38,9 @@ mod transport_tests;
 mod types;
 mod view;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -48,7 +55,9 @@ pub use grpc::{GrpcTransport, PeerService};
 pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
 pub use local::LocalNetwork;
 pub use log_store::LogStore;
+pub use placement::DEFAULT_REPLICATION_FACTOR;
 pub use relay::{RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
+pub use shards::{GroupParts, GroupSource, ShardOptions, Shards};
 pub use state_machine::StateMachineStore;
 pub use status::{ClusterView, GroupView, NodeView, Role};
 pub use transport::{Faults, MembershipChange, NodeInfo, PEER_CALL_TIMEOUT_MS, Transport};
@@ -68,7 +77,7 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 50_000;
 /// Entries proposed at once per append, and per replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
-/// The one Raft group of this version; shard groups come with sharding.
+/// The node's first Raft group, opened with it: it holds the membership.
 pub const MAIN_GROUP: u32 = 0;
 
 /// How a node takes part in its cluster.
@@ -92,20 +101,31 @@ pub struct ClusterOptions {
     pub snapshot_every_entries: u64,
 }
 
-/// The consensus layer of one node; cheap to clone.
+/// One Raft group of this node; cheap to clone. The node's first group
+/// (group 0) is opened with the node and carries its membership; other
+/// groups are opened beside it and share its links and options.
 #[derive(Clone)]
 pub struct Consensus {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    group: u32,
     raft: types::Raft,
+    leading: watch::Receiver<bool>,
+    node: Arc<Node>,
+}
+
+/// What the groups of one node share.
+struct Node {
     me: NodeInfo,
     mesh: Arc<Mesh>,
     options: ClusterOptions,
-    leading: watch::Receiver<bool>,
     /// Set once this node learned it was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
+    /// Every group open on this node, for the RPCs peers address to them.
+    /// Weak: a group lives as long as its owner holds it.
+    groups: RwLock<BTreeMap<u32, Weak<Inner>>>,
 }
 
 fn raft_config(options: &ClusterOptions) -> Result<Arc<openraft::Config>, BrokerError> {
@@ -131,7 +151,7 @@ fn raft_config(options: &ClusterOptions) -> Result<Arc<openraft::Config>, Broker
 }
 
 impl Consensus {
-    /// Opens this node's Raft group on `store`. The node serves Raft RPCs
+    /// Opens this node's group 0 on `store`. The node serves Raft RPCs
     /// from now on; [`Consensus::form`] makes it part of a cluster.
     pub async fn open(
         options: ClusterOptions,
@@ -145,26 +165,76 @@ impl Consensus {
             id: options.node_id,
             address: options.advertise.clone(),
         };
-        let mesh = Arc::new(Mesh::new(me.address.clone(), transport, faults));
-        let log = LogStore::new(store, options.fsync);
-        let sm = StateMachineStore::new(machine, events, &options.snapshot_dir).map_err(internal)?;
-        let network = network::Network::new(mesh.clone(), MAIN_GROUP);
-        let raft = types::Raft::new(me.id, raft_config(&options)?, network, log, sm)
+        let node = Arc::new(Node {
+            mesh: Arc::new(Mesh::new(me.address.clone(), transport, faults)),
+            me,
+            options,
+            removed: std::sync::atomic::AtomicBool::new(false),
+            groups: RwLock::default(),
+        });
+        let consensus = Self::open_on(node, MAIN_GROUP, store, machine, events).await?;
+        let tick = Duration::from_millis(consensus.options().election_timeout_ms / 2);
+        tokio::spawn(monitor::run(Arc::downgrade(&consensus.inner), tick));
+        tokio::spawn(removal::watch(Arc::downgrade(&consensus.inner)));
+        Ok(consensus)
+    }
+
+    /// Opens another Raft group on this node, its log and state machine on
+    /// `store` (the group's keyspace). It takes part once the group's
+    /// members replicate to it, or once it initialises the group.
+    pub async fn open_group(
+        &self,
+        group: u32,
+        store: Arc<dyn Store>,
+        machine: StateMachine,
+        events: mpsc::Sender<Vec<Applied>>,
+    ) -> Result<Self, BrokerError> {
+        if self.group(group).is_some() {
+            return Err(BrokerError::Internal(format!(
+                "group {group} is already open on this node"
+            )));
+        }
+        Self::open_on(self.inner.node.clone(), group, store, machine, events).await
+    }
+
+    async fn open_on(
+        node: Arc<Node>,
+        group: u32,
+        store: Arc<dyn Store>,
+        machine: StateMachine,
+        events: mpsc::Sender<Vec<Applied>>,
+    ) -> Result<Self, BrokerError> {
+        let log = LogStore::new(store, node.options.fsync);
+        let sm =
+            StateMachineStore::new(machine, events, &snapshot_dir(&node.options, group)).map_err(internal)?;
+        let network = network::Network::new(node.mesh.clone(), group);
+        let raft = types::Raft::new(node.me.id, raft_config(&node.options)?, network, log, sm)
             .await
             .map_err(internal)?;
-        let leading = view::watch_leadership(&raft, me.id);
-        let tick = Duration::from_millis(options.election_timeout_ms / 2);
+        let leading = view::watch_leadership(&raft, node.me.id);
         let inner = Arc::new(Inner {
+            group,
             raft,
-            me,
-            mesh,
-            options,
             leading,
-            removed: std::sync::atomic::AtomicBool::new(false),
+            node: node.clone(),
         });
-        tokio::spawn(monitor::run(Arc::downgrade(&inner), tick));
-        tokio::spawn(removal::watch(Arc::downgrade(&inner)));
+        node.groups
+            .write()
+            .expect("groups lock")
+            .insert(group, Arc::downgrade(&inner));
         Ok(Self { inner })
+    }
+
+    /// This node's group `group`, while it is open.
+    pub fn group(&self, group: u32) -> Option<Consensus> {
+        let groups = self.inner.node.groups.read().expect("groups lock");
+        let inner = groups.get(&group)?.upgrade()?;
+        Some(Consensus { inner })
+    }
+
+    /// The id of this handle's group.
+    pub fn group_id(&self) -> u32 {
+        self.inner.group
     }
 
     /// Makes this node part of a cluster: a restarted member rejoins with
@@ -186,11 +256,11 @@ impl Consensus {
     }
 
     pub fn node_id(&self) -> NodeId {
-        self.inner.me.id
+        self.inner.node.me.id
     }
 
     pub fn me(&self) -> &NodeInfo {
-        &self.inner.me
+        &self.inner.node.me
     }
 
     fn raft(&self) -> &types::Raft {
@@ -198,11 +268,11 @@ impl Consensus {
     }
 
     fn mesh(&self) -> &Mesh {
-        &self.inner.mesh
+        &self.inner.node.mesh
     }
 
     fn options(&self) -> &ClusterOptions {
-        &self.inner.options
+        &self.inner.node.options
     }
 
     /// True while this node leads.
@@ -257,7 +327,7 @@ impl Consensus {
             .membership_config
             .membership()
             .nodes()
-            .filter(|(id, _)| **id != self.inner.me.id)
+            .filter(|(id, _)| **id != self.node_id())
             .map(|(id, node)| NodeInfo {
                 id: *id,
                 address: node.addr.clone(),
@@ -317,19 +387,37 @@ impl Consensus {
     /// Whether this node learned that the cluster removed it; it takes no
     /// part in consensus any more.
     pub fn was_removed(&self) -> bool {
-        self.inner.removed.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.node.removed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn mark_removed(&self) {
         self.inner
+            .node
             .removed
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Shuts down every group open on this node.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft().shutdown().await {
-            tracing::warn!("raft shutdown: {e}");
+        let groups: Vec<Arc<Inner>> = {
+            let groups = self.inner.node.groups.read().expect("groups lock");
+            groups.values().filter_map(Weak::upgrade).collect()
+        };
+        for inner in groups {
+            if let Err(e) = inner.raft.shutdown().await {
+                tracing::warn!("raft shutdown of group {}: {e}", inner.group);
+            }
         }
+    }
+}
+
+/// Where a group keeps its snapshot files: group 0 where a node of one
+/// group always kept them, every other group in a folder of its own.
+fn snapshot_dir(options: &ClusterOptions, group: u32) -> PathBuf {
+    if group == MAIN_GROUP {
+        options.snapshot_dir.clone()
+    } else {
+        options.snapshot_dir.join(format!("group-{group}"))
     }
 }
 

@@ -78,6 +78,12 @@ impl PeerLink {
                 self.mesh.heard_from(self.target);
                 Ok(reply)
             }
+            // The node is there but has not opened the group yet: as good
+            // as unreachable for this group, so openraft backs off and retries.
+            PeerReply::NoSuchGroup(group) => Err(TransportError::Unreachable(
+                self.address.clone(),
+                format!("group {group} is not open there yet"),
+            )),
             other => Err(TransportError::Codec(format!(
                 "expected a Raft reply, got {other:?}"
             ))),

@@ -10,7 +10,7 @@ use crate::error::BrokerError;
 use crate::state::{Command, Response};
 
 use super::transport::{PeerReply, PeerRequest};
-use super::{Consensus, MAIN_GROUP, NodeInfo, PROPOSE_TIMEOUT_MS};
+use super::{Consensus, NodeInfo, PROPOSE_TIMEOUT_MS};
 
 impl Consensus {
     /// Orders `command`, waits for it to be durable on a quorum and applied,
@@ -18,7 +18,7 @@ impl Consensus {
     /// forwards the command to the leader.
     pub async fn propose(&self, command: Command) -> Result<Response, BrokerError> {
         match self.leader_info() {
-            Some(leader) if leader.id != self.inner.me.id => self.forward(leader, command).await,
+            Some(leader) if leader.id != self.node_id() => self.forward(leader, command).await,
             _ => self.propose_here(command).await,
         }
     }
@@ -83,7 +83,7 @@ impl Consensus {
     async fn forward(&self, leader: NodeInfo, command: Command) -> Result<Response, BrokerError> {
         self.check_heard(&leader)?;
         let request = PeerRequest::Forward {
-            group: MAIN_GROUP,
+            group: self.group_id(),
             command,
         };
         let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);

@@ -54,8 +54,12 @@ impl SnapshotDir {
             }
             None => None,
         };
+        // Folders are other groups' snapshot directories.
         for entry in std::fs::read_dir(dir)? {
-            std::fs::remove_file(entry?.path())?;
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                std::fs::remove_file(entry.path())?;
+            }
         }
         let next = AtomicU64::new(0);
         let dir = dir.to_path_buf();

@@ -95,6 +95,8 @@ pub struct HelloReply {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerReply {
     Raft(RaftReply),
+    /// The group a Raft RPC named is not open on this node (yet).
+    NoSuchGroup(u32),
     Forward(Result<Response, BrokerError>),
     Live,
     Hello(HelloReply),

@@ -11,6 +11,15 @@ use super::transport::{PEER_CALL_TIMEOUT_MS, PeerReply, PeerRequest};
 use super::types::{NodeId, Raft};
 use super::{Consensus, MAIN_GROUP};
 
+/// The name operators see for a group.
+pub fn group_name(group: u32) -> String {
+    if group == MAIN_GROUP {
+        format!("main-{MAIN_GROUP}")
+    } else {
+        format!("shard-{group}")
+    }
+}
+
 /// A watch that is true while `me` leads and has applied every entry of
 /// the terms before its own; it follows openraft's metrics until the Raft
 /// node shuts down.
@@ -92,6 +101,27 @@ impl Consensus {
                 }
             })
             .collect();
+        ClusterView {
+            node_id: me,
+            quorum,
+            nodes,
+            groups: self.open_groups().iter().map(Consensus::group_view).collect(),
+        }
+    }
+
+    /// Every group open on this node, by id.
+    fn open_groups(&self) -> Vec<Consensus> {
+        let groups = self.inner.node.groups.read().expect("groups lock");
+        groups
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|inner| Consensus { inner })
+            .collect()
+    }
+
+    /// This group's leader, term, replicas and progress, as this node sees them.
+    fn group_view(&self) -> GroupView {
+        let metrics = self.raft().metrics().borrow().clone();
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         let lag = metrics
             .replication
@@ -104,20 +134,14 @@ impl Consensus {
                     .unwrap_or(0)
             })
             .unwrap_or(0);
-        let group = GroupView {
-            name: format!("main-{MAIN_GROUP}"),
+        GroupView {
+            name: group_name(self.group_id()),
             leader: metrics.current_leader,
             term: metrics.current_term,
-            replicas: voters,
+            replicas: metrics.membership_config.membership().voter_ids().collect(),
             lag,
             last_log_index,
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
-        };
-        ClusterView {
-            node_id: me,
-            quorum,
-            nodes,
-            groups: vec![group],
         }
     }
 

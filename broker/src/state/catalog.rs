@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::domain::{SubscriptionName, TopicName};
 use crate::storage::{Cf, StorageError, Store, decode, keys};
 
+use super::placement::{PLACEMENT_KEY, PlacementRecord};
 use super::records::{SubscriptionRecord, TopicRecord};
 
 pub const TOPIC_PREFIX: &[u8] = b"t/";
@@ -19,6 +20,8 @@ const LOAD_CHUNK: usize = 1024;
 pub struct Catalog {
     pub topics: BTreeMap<TopicName, TopicRecord>,
     pub subscriptions: BTreeMap<SubscriptionName, SubscriptionRecord>,
+    /// Where the shards live; group 0 only, once the cluster placed them.
+    pub placement: Option<PlacementRecord>,
 }
 
 impl Catalog {
@@ -31,6 +34,10 @@ impl Catalog {
         for record in load_all::<SubscriptionRecord>(store, SUBSCRIPTION_PREFIX)? {
             catalog.subscriptions.insert(record.name.clone(), record);
         }
+        catalog.placement = match store.get(Cf::Meta, PLACEMENT_KEY)? {
+            Some(bytes) => Some(decode(Cf::Meta, &bytes)?),
+            None => None,
+        };
         Ok(catalog)
     }
 

@@ -1,6 +1,8 @@
 //! The replicated commands, their answers, and what applying them changed.
 //! Every durable change is one of these, applied in log order on every replica.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -9,6 +11,7 @@ use crate::domain::{
 };
 use crate::semantics::DeadReason;
 
+use super::placement::{PlacementRecord, ShardTarget};
 use super::records::{SubscriptionRecord, TopicRecord};
 
 /// A change to the broker's durable state. Times come from the proposer, so
@@ -57,6 +60,13 @@ pub enum Command {
     Cluster {
         event: ClusterEvent,
         now_ms: u64,
+    },
+    /// New targets for the shards (group 0 only). The first one fixes the
+    /// number of shards and the replication factor.
+    Place {
+        shards: u32,
+        factor: u32,
+        targets: BTreeMap<u32, ShardTarget>,
     },
 }
 
@@ -138,6 +148,8 @@ pub enum Response {
     Recorded,
     /// Raft's own entries (blank, membership) answer nothing.
     Empty,
+    /// The placement record after a `Place`.
+    Placed(PlacementRecord),
 }
 
 /// A message stored by a command, as the delivery side needs to queue it.

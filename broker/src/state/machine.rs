@@ -142,6 +142,11 @@ impl Applier<'_, '_> {
                 self.append_event(Event::from(event), *now_ms)?;
                 Ok(Response::Recorded)
             }
+            Command::Place {
+                shards,
+                factor,
+                targets,
+            } => Ok(Response::Placed(self.place(*shards, *factor, targets)?)),
         }
     }
 }

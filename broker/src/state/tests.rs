@@ -1764,4 +1764,5 @@ fn a_sweep_batched_after_a_publish_gives_the_same_state_as_applied_alone() {
     );
 }
 
+mod placement;
 mod priority_index;

@@ -1,0 +1,246 @@
+//! Shard groups placed by group 0: founded once with leaders spread, raised
+//! to the replication factor as nodes join, shrunk off a node that leaves,
+//! with what they hold carried to every new replica.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::domain::{DeliveryGuarantee, MessageId, NewMessage, Priority, TopicName};
+use crate::state::{Command, Response, StateMachine};
+use crate::storage::{Cf, Keyspace, MemoryStore, Store, keys};
+
+use super::shards::{GroupParts, GroupSource, ShardOptions, Shards};
+use super::transport::MembershipChange;
+use super::{ClusterOptions, Consensus, Faults, LocalNetwork, NodeInfo, PeerHandler};
+
+const SHARDS: u32 = 4;
+/// How long a test waits for placement, elections and catch-up to show.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct TestNode {
+    main: Consensus,
+    shards: Shards,
+    store: Arc<dyn Store>,
+    _handler: Arc<PeerHandler>,
+}
+
+fn options(id: u64, dir: &std::path::Path) -> ClusterOptions {
+    ClusterOptions {
+        node_id: id,
+        advertise: format!("node-{id}:7400"),
+        seeds: Vec::new(),
+        discovery: None,
+        expect_nodes: 0,
+        heartbeat_interval_ms: 50,
+        election_timeout_ms: 300,
+        fsync: false,
+        snapshot_dir: dir.join(format!("snapshots-{id}")),
+        snapshot_every_entries: 10_000,
+    }
+}
+
+fn parts(store: &Arc<dyn Store>, group: u32) -> GroupParts {
+    let keyspace: Arc<dyn Store> = Keyspace::new(store.clone(), group);
+    let machine = StateMachine::open(keyspace.clone()).expect("state machine opens");
+    let (events, mut drain) = mpsc::channel(64);
+    tokio::spawn(async move { while drain.recv().await.is_some() {} });
+    GroupParts {
+        store: keyspace,
+        machine,
+        events,
+    }
+}
+
+async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork) -> TestNode {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let main_parts = parts(&store, 0);
+    let main = Consensus::open(
+        options(id, dir),
+        main_parts.store,
+        main_parts.machine.clone(),
+        main_parts.events,
+        Arc::new(network.clone()),
+        Faults::default(),
+    )
+    .await
+    .expect("group 0 opens");
+    let shard_store = store.clone();
+    let source: GroupSource = Arc::new(move |group| Ok(parts(&shard_store, group)));
+    let options = ShardOptions {
+        shards: SHARDS,
+        replication_factor: None,
+    };
+    let shards = Shards::start(main.clone(), main_parts.machine, options, source);
+    let (live, _) = mpsc::channel(1);
+    let (relay, _) = mpsc::channel(1);
+    let handler = main.handler(live, relay);
+    network.register(&main.me().address, &handler);
+    TestNode {
+        main,
+        shards,
+        store,
+        _handler: handler,
+    }
+}
+
+/// Waits until `check` holds, failing with `what` after [`WAIT`].
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn voters(node: &TestNode, shard: u32) -> BTreeSet<u64> {
+    node.shards
+        .group(shard)
+        .map(|g| g.voters().into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// The node that leads `shard`, as `node` sees it.
+fn leader(node: &TestNode, shard: u32) -> Option<u64> {
+    node.shards.group(shard).and_then(|g| g.leader())
+}
+
+fn publish(id: &str) -> Command {
+    Command::Publish {
+        messages: vec![NewMessage {
+            id: MessageId::parse("id", id).unwrap(),
+            topic: TopicName::parse("topic", "orders").unwrap(),
+            payload: bytes::Bytes::from_static(b"payload"),
+            headers: Default::default(),
+            priority: Priority::Normal,
+            ttl_ms: None,
+            delay_ms: 0,
+            delivery: DeliveryGuarantee::AtLeastOnce,
+        }],
+        auto_create: true,
+        now_ms: 1,
+    }
+}
+
+/// Whether `node`'s replica of `shard` stores message 1 of `orders`.
+fn holds(node: &TestNode, shard: u32) -> bool {
+    let keyspace = Keyspace::new(node.store.clone(), shard);
+    keyspace
+        .get(Cf::Messages, &keys::message("orders", 1))
+        .unwrap()
+        .is_some()
+}
+
+fn info(node: &TestNode) -> NodeInfo {
+    node.main.me().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_and_a_leave_shrinks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::default();
+    let first = start_node(1, dir.path(), &network).await;
+    super::formation::initialize(&first.main, vec![info(&first)])
+        .await
+        .unwrap();
+    until("one node founds and leads every shard", || {
+        (1..=SHARDS).all(|s| leader(&first, s) == Some(1) && voters(&first, s) == BTreeSet::from([1]))
+    })
+    .await;
+    let record = first.shards.record().expect("placed");
+    assert_eq!((record.shards, record.placed.len()), (SHARDS, SHARDS as usize));
+    let shard = 2;
+    let answer = first
+        .shards
+        .group(shard)
+        .unwrap()
+        .propose(publish("before-growth"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Response::Published(ref r) if r[0].is_ok()),
+        "{answer:?}"
+    );
+
+    let mut nodes = vec![first];
+    for id in 2..=3 {
+        let node = start_node(id, dir.path(), &network).await;
+        nodes[0]
+            .main
+            .change_membership(MembershipChange::Join(info(&node)))
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let all = BTreeSet::from([1, 2, 3]);
+    until("every shard has three replicas", || {
+        (1..=SHARDS).all(|s| voters(&nodes[0], s) == all)
+    })
+    .await;
+    until("every replica holds what the shard held before", || {
+        nodes.iter().all(|n| holds(n, shard))
+    })
+    .await;
+    for node in &nodes {
+        assert!(!holds(node, 1) && !holds(node, 3), "other shards hold nothing");
+    }
+
+    // Node 3 leaves the cluster: every shard is left with the two others.
+    let leaving = nodes[2].main.node_id();
+    nodes[0]
+        .main
+        .change_membership(MembershipChange::Leave(leaving))
+        .await
+        .unwrap();
+    let rest = BTreeSet::from([1, 2]);
+    until("every shard drops the node that left", || {
+        (1..=SHARDS).all(|s| {
+            let leads = leader(&nodes[0], s).unwrap_or(0);
+            leads != 0 && leads != leaving && voters(&nodes[0], s) == rest
+        })
+    })
+    .await;
+    let later = nodes[1]
+        .shards
+        .group(shard)
+        .unwrap()
+        .propose(publish("after-leave"))
+        .await;
+    assert!(
+        later.is_ok(),
+        "the shard serves without the node that left: {later:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_formed_at_once_spreads_shard_leaders_over_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(id, dir.path(), &network).await);
+    }
+    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
+    super::formation::initialize(&nodes[0].main, members)
+        .await
+        .unwrap();
+    until("every shard is founded with three replicas", || {
+        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
+    })
+    .await;
+    let record = nodes[0].shards.record().unwrap();
+    let leaders: BTreeSet<u64> = (1..=SHARDS).filter_map(|s| leader(&nodes[0], s)).collect();
+    assert_eq!(leaders.len(), 3, "each node leads a shard: {leaders:?}");
+    for (shard, placed) in &record.placed {
+        assert_eq!(
+            leader(&nodes[0], *shard),
+            Some(placed.founder),
+            "shard {shard} is led by its founder"
+        );
+    }
+}
