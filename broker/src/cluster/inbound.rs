@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::Message;
 use crate::error::BrokerError;
 
-use super::Consensus;
 use super::relay::{RelayCall, RelayReply, RelayRequest};
 use super::transport::{HelloReply, Mesh, PeerReply, PeerRequest, RaftReply, RaftRpc};
 use super::types::Vote;
+use super::{Consensus, MAIN_GROUP};
 
 /// Live batches from peers waiting for the engine; when full, more are
 /// dropped, as at-most-once allows.
@@ -68,13 +68,19 @@ impl PeerHandler {
                 PeerReply::Membership(self.consensus.change_membership(change).await)
             }
             PeerRequest::Status => PeerReply::Status(Box::new(self.consensus.local_status())),
-            PeerRequest::Relay(request) => PeerReply::Relay(self.relay(request).await),
+            PeerRequest::Relay { group, request } => PeerReply::Relay(self.relay(group, request).await),
         }
     }
 
     /// Hands a relay request to the engine and waits for its answer; the
     /// engine bounds how long a pull may wait.
-    async fn relay(&self, request: RelayRequest) -> RelayReply {
+    async fn relay(&self, group: u32, request: RelayRequest) -> RelayReply {
+        // Only group 0 has an engine serving consumers so far.
+        if group != MAIN_GROUP {
+            let missing =
+                BrokerError::Unavailable(format!("group {group} serves no consumers on this node; retry"));
+            return RelayReply::refusal(&request, missing);
+        }
         let gone = RelayReply::refusal(
             &request,
             BrokerError::Unavailable("this node is shutting down; retry".into()),

@@ -118,11 +118,13 @@ impl Consensus {
             )));
         }
         tracing::info!("node {id} is leaving");
+        self.drain(id).await?;
         self.raft()
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map_err(membership_error)?;
         tracing::info!("node {id} left");
+        self.inner.node.leaving.lock().expect("leaving lock").remove(&id);
         self.record(ClusterEvent::NodeLeft { node: id });
         Ok(())
     }

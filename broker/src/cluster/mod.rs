@@ -112,6 +112,9 @@ pub struct Consensus {
 struct Inner {
     group: u32,
     raft: types::Raft,
+    /// The group's state machine, for what consensus reads of it (group
+    /// 0's placement record).
+    machine: StateMachine,
     leading: watch::Receiver<bool>,
     node: Arc<Node>,
 }
@@ -123,6 +126,9 @@ struct Node {
     options: ClusterOptions,
     /// Set once this node learned it was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
+    /// Nodes leaving the cluster, whose shards are being moved elsewhere;
+    /// kept by group 0's leader.
+    leaving: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
     /// Every group open on this node, for the RPCs peers address to them.
     /// Weak: a group lives as long as its owner holds it.
     groups: RwLock<BTreeMap<u32, Weak<Inner>>>,
@@ -170,6 +176,7 @@ impl Consensus {
             me,
             options,
             removed: std::sync::atomic::AtomicBool::new(false),
+            leaving: std::sync::Mutex::default(),
             groups: RwLock::default(),
         });
         let consensus = Self::open_on(node, MAIN_GROUP, store, machine, events).await?;
@@ -205,8 +212,8 @@ impl Consensus {
         events: mpsc::Sender<Vec<Applied>>,
     ) -> Result<Self, BrokerError> {
         let log = LogStore::new(store, node.options.fsync);
-        let sm =
-            StateMachineStore::new(machine, events, &snapshot_dir(&node.options, group)).map_err(internal)?;
+        let sm = StateMachineStore::new(machine.clone(), events, &snapshot_dir(&node.options, group))
+            .map_err(internal)?;
         let network = network::Network::new(node.mesh.clone(), group);
         let raft = types::Raft::new(node.me.id, raft_config(&node.options)?, network, log, sm)
             .await
@@ -215,6 +222,7 @@ impl Consensus {
         let inner = Arc::new(Inner {
             group,
             raft,
+            machine,
             leading,
             node: node.clone(),
         });

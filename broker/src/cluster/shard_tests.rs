@@ -73,7 +73,7 @@ async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork) -> T
         shards: SHARDS,
         replication_factor: None,
     };
-    let shards = Shards::start(main.clone(), main_parts.machine, options, source);
+    let shards = Shards::start(main.clone(), options, source);
     let (live, _) = mpsc::channel(1);
     let (relay, _) = mpsc::channel(1);
     let handler = main.handler(live, relay);
@@ -218,7 +218,7 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_formed_at_once_spreads_shard_leaders_over_its_nodes() {
+async fn a_cluster_formed_at_once_spreads_shard_leaders_and_a_leave_hands_them_over_first() {
     let dir = tempfile::tempdir().unwrap();
     let network = LocalNetwork::default();
     let mut nodes = Vec::new();
@@ -241,6 +241,26 @@ async fn a_cluster_formed_at_once_spreads_shard_leaders_over_its_nodes() {
             leader(&nodes[0], *shard),
             Some(placed.founder),
             "shard {shard} is led by its founder"
+        );
+    }
+
+    // Node 3 leads a shard and leaves: the leave returns only once every
+    // shard is led elsewhere and kept by the two others alone.
+    nodes[0]
+        .main
+        .change_membership(MembershipChange::Leave(3))
+        .await
+        .unwrap();
+    assert_eq!(nodes[0].main.voters(), [1, 2]);
+    for shard in 1..=SHARDS {
+        let led = nodes[..2].iter().find_map(|node| {
+            let group = node.shards.group(shard)?;
+            (group.leader() == Some(node.main.node_id())).then(|| group.voters())
+        });
+        assert_eq!(
+            led,
+            Some(vec![1, 2]),
+            "shard {shard} is led by node 1 or 2, on them alone"
         );
     }
 }

@@ -19,6 +19,7 @@ use crate::storage::Store;
 
 use super::Consensus;
 use super::placement;
+use super::transport::{PeerReply, PeerRequest};
 use super::types::NodeId;
 
 /// How often each node looks at the placement record and acts on it.
@@ -55,8 +56,6 @@ pub struct Shards {
 
 struct ShardsInner {
     main: Consensus,
-    /// Group 0's state machine, which holds the placement record.
-    main_machine: StateMachine,
     options: ShardOptions,
     source: GroupSource,
     open: Mutex<BTreeMap<u32, Consensus>>,
@@ -66,16 +65,10 @@ struct ShardsInner {
 
 impl Shards {
     /// Starts driving this node's shards from group 0 (`main`).
-    pub fn start(
-        main: Consensus,
-        main_machine: StateMachine,
-        options: ShardOptions,
-        source: GroupSource,
-    ) -> Self {
+    pub fn start(main: Consensus, options: ShardOptions, source: GroupSource) -> Self {
         let shards = Self {
             inner: Arc::new(ShardsInner {
                 main,
-                main_machine,
                 options,
                 source,
                 open: Mutex::default(),
@@ -88,7 +81,7 @@ impl Shards {
 
     /// The placement record as this node's replica of group 0 has it.
     pub fn record(&self) -> Option<PlacementRecord> {
-        self.inner.main_machine.catalog().placement.clone()
+        self.inner.main.placement()
     }
 
     /// This node's replica of `shard`, once open.
@@ -121,7 +114,21 @@ impl Shards {
     /// On group 0's leader: records new targets when the members changed.
     async fn place(&self) -> Result<(), BrokerError> {
         let record = self.record();
-        let members: BTreeSet<NodeId> = self.inner.main.voters().into_iter().collect();
+        let voters: BTreeSet<NodeId> = self.inner.main.voters().into_iter().collect();
+        // Leaving nodes hand their replicas over before they go.
+        let leaving = self
+            .inner
+            .main
+            .inner
+            .node
+            .leaving
+            .lock()
+            .expect("leaving lock")
+            .clone();
+        let members: BTreeSet<NodeId> = match voters.difference(&leaving).copied().collect::<BTreeSet<_>>() {
+            staying if staying.is_empty() => voters,
+            staying => staying,
+        };
         let (shards, factor) = match &record {
             Some(record) => (record.shards, record.factor as usize),
             None => {
@@ -320,4 +327,69 @@ impl Shards {
 
 fn change_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(format!("membership change failed: {e}"))
+}
+
+impl Consensus {
+    /// Group 0's placement record, as this node's replica has it.
+    pub fn placement(&self) -> Option<PlacementRecord> {
+        self.inner.machine.catalog().placement.clone()
+    }
+
+    /// On group 0's leader, before node `id` is removed: has the shards
+    /// placed without it and waits until no shard keeps it as a replica,
+    /// so its leaving costs no shard a replica. Fails, retryably, when
+    /// that takes longer than a membership change may.
+    pub(super) async fn drain(&self, id: NodeId) -> Result<(), BrokerError> {
+        if self.placement().is_none() {
+            return Ok(());
+        }
+        self.inner.node.leaving.lock().expect("leaving lock").insert(id);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(super::membership::MEMBERSHIP_TIMEOUT_MS);
+        loop {
+            if let Some(record) = self.placement()
+                && record.placed.values().all(|p| !p.target.replicas.contains(&id))
+                && self.shards_left_by(id, &record).await
+            {
+                tracing::info!("node {id} holds no shard replica any more");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Unavailable(format!(
+                    "node_id: the shards of node {id} are still moving to other nodes; retry the leave"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(PLACEMENT_TICK_MS)).await;
+        }
+    }
+
+    /// Whether the leader of every shard of `record`, as it reports itself,
+    /// no longer counts `id` among the shard's replicas.
+    async fn shards_left_by(&self, id: NodeId, record: &PlacementRecord) -> bool {
+        let timeout = Duration::from_millis(super::PEER_CALL_TIMEOUT_MS);
+        let mut views = vec![self.local_status()];
+        for peer in self.peers() {
+            if let Ok(PeerReply::Status(view)) = self
+                .mesh()
+                .call(&peer.address, PeerRequest::Status, timeout)
+                .await
+            {
+                views.push(*view);
+            }
+        }
+        record.placed.keys().all(|shard| {
+            let name = super::view::group_name(*shard);
+            views.iter().any(|view| {
+                view.groups
+                    .iter()
+                    .any(|g| g.name == name && leads_without(view.node_id, g, id))
+            })
+        })
+    }
+}
+
+/// Whether `node` reports leading `group` and `id` has no part in it: a
+/// leader that removed itself leads on for a moment, so it does not count.
+fn leads_without(node: NodeId, group: &super::GroupView, id: NodeId) -> bool {
+    node != id && group.leader == Some(node) && !group.replicas.contains(&id)
 }

@@ -78,8 +78,11 @@ pub enum PeerRequest {
     Membership(MembershipChange),
     /// The leader's view of the cluster.
     Status,
-    /// Deliveries and settlements for a consumer connected to the sender.
-    Relay(RelayRequest),
+    /// Deliveries and settlements of `group` for a consumer connected to the sender.
+    Relay {
+        group: u32,
+        request: RelayRequest,
+    },
 }
 
 /// What a node answers to `Hello`.
