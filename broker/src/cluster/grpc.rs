@@ -54,7 +54,9 @@ impl Transport for GrpcTransport {
             let unreachable =
                 |status: Status| TransportError::Unreachable(address.clone(), status.to_string());
             let reply = match request {
-                PeerRequest::Raft { group, .. } => client.raft(pb::RaftRequest { group, body }).await,
+                PeerRequest::Raft { group, .. }
+                | PeerRequest::HoldElections { group, .. }
+                | PeerRequest::Campaign { group, .. } => client.raft(pb::RaftRequest { group, body }).await,
                 PeerRequest::Forward { group, .. } => {
                     client.forward(pb::ForwardRequest { group, command: body }).await
                 }

@@ -44,6 +44,20 @@ impl PeerHandler {
                 Some(consensus) => PeerReply::Raft(raft(&consensus, rpc).await),
                 None => PeerReply::NoSuchGroup(group),
             },
+            PeerRequest::HoldElections { group, ms } => match self.consensus.group(group) {
+                Some(consensus) => {
+                    consensus.hold_elections(std::time::Duration::from_millis(ms));
+                    PeerReply::Done
+                }
+                None => PeerReply::NoSuchGroup(group),
+            },
+            PeerRequest::Campaign { group, after_ms } => match self.consensus.group(group) {
+                Some(consensus) => {
+                    consensus.campaign_after(std::time::Duration::from_millis(after_ms));
+                    PeerReply::Done
+                }
+                None => PeerReply::NoSuchGroup(group),
+            },
             PeerRequest::Forward { group, command } => {
                 PeerReply::Forward(match self.consensus.group(group) {
                     Some(consensus) => consensus.propose_here(command).await,

@@ -13,6 +13,7 @@ mod formation;
 #[cfg(test)]
 mod group_tests;
 mod grpc;
+mod handover;
 mod inbound;
 mod local;
 mod log_store;
@@ -115,6 +116,8 @@ struct Inner {
     /// The group's state machine, for what consensus reads of it (group
     /// 0's placement record).
     machine: StateMachine,
+    /// The replica this node, as leader, is handing the group over to.
+    handing: handover::Handing,
     leading: watch::Receiver<bool>,
     node: Arc<Node>,
 }
@@ -223,6 +226,7 @@ impl Consensus {
             group,
             raft,
             machine,
+            handing: handover::Handing::default(),
             leading,
             node: node.clone(),
         });

@@ -25,6 +25,7 @@ impl Consensus {
 
     /// Proposes on this node, which must lead; never forwards further.
     pub(super) async fn propose_here(&self, command: Command) -> Result<Response, BrokerError> {
+        self.check_not_handing_over()?;
         // A leader cut off from its quorum could only time out: say so now.
         if let Some(silence) = self.quorum_silence() {
             return Err(no_quorum(silence));

@@ -182,6 +182,16 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
         (1..=SHARDS).all(|s| voters(&nodes[0], s) == all)
     })
     .await;
+    until("every shard is led by its target's leader", || {
+        let record = nodes[0].shards.record().unwrap();
+        record.placed.iter().all(|(shard, placed)| {
+            let preferred = &nodes[placed.target.leader as usize - 1];
+            leader(preferred, *shard) == Some(placed.target.leader)
+        })
+    })
+    .await;
+    let leaders: BTreeSet<u64> = (1..=SHARDS).filter_map(|s| leader(&nodes[0], s)).collect();
+    assert_eq!(leaders, all, "leaderships moved to the new nodes");
     until("every replica holds what the shard held before", || {
         nodes.iter().all(|n| holds(n, shard))
     })

@@ -4,7 +4,7 @@
 //! shards of the record; a shard's founder initialises it once; and each
 //! shard's leader moves the group's replicas toward its target — a new
 //! replica joins as a learner, catches up, then votes; one no longer
-//! wanted is removed.
+//! wanted is removed — and hands the leadership to the target's leader.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,6 +24,8 @@ use super::types::NodeId;
 
 /// How often each node looks at the placement record and acts on it.
 pub const PLACEMENT_TICK_MS: u64 = 500;
+/// Pause between two attempts of one node to hand a shard's leadership over.
+pub const HANDOVER_RETRY_MS: u64 = 10_000;
 /// How long a new replica may take to catch up before its leader tries again.
 pub const CATCH_UP_TIMEOUT_MS: u64 = 120_000;
 
@@ -59,8 +61,11 @@ struct ShardsInner {
     options: ShardOptions,
     source: GroupSource,
     open: Mutex<BTreeMap<u32, Consensus>>,
-    /// Shards whose membership is being changed: one change at a time each.
+    /// Shards whose membership or leadership is being changed: one change
+    /// at a time each.
     changing: Mutex<BTreeSet<u32>>,
+    /// When each shard's leadership was last handed over from this node.
+    handovers: Mutex<BTreeMap<u32, std::time::Instant>>,
 }
 
 impl Shards {
@@ -73,6 +78,7 @@ impl Shards {
                 source,
                 open: Mutex::default(),
                 changing: Mutex::default(),
+                handovers: Mutex::default(),
             }),
         };
         tokio::spawn(drive(Arc::downgrade(&shards.inner)));
@@ -199,7 +205,13 @@ impl Shards {
             if placed.founder == me && !group.is_initialized().await {
                 self.found(&group, &placed.founders).await;
             }
-            if group.is_leader() {
+            if !group.is_leader() {
+                continue;
+            }
+            let successor = placed.target.leader;
+            if successor != me && group.voters().contains(&successor) {
+                self.move_leadership(group, successor);
+            } else {
                 self.reconcile(group, placed.target.replicas.clone());
             }
         }
@@ -255,6 +267,33 @@ impl Shards {
             main.peers().into_iter().map(|n| (n.id, n.address)).collect();
         addresses.insert(main.node_id(), main.me().address.clone());
         addresses
+    }
+
+    /// On a shard's leader that should not lead it: hands the leadership
+    /// to `successor` in the background, at most once per
+    /// [`HANDOVER_RETRY_MS`].
+    fn move_leadership(&self, group: Consensus, successor: NodeId) {
+        let shard = group.group_id();
+        {
+            let mut tried = self.inner.handovers.lock().expect("handovers lock");
+            if tried
+                .get(&shard)
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(HANDOVER_RETRY_MS))
+            {
+                return;
+            }
+            if !self.inner.changing.lock().expect("changing lock").insert(shard) {
+                return;
+            }
+            tried.insert(shard, std::time::Instant::now());
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = group.hand_over(successor).await {
+                tracing::info!("shard {shard}: handing the leadership to node {successor}: {e}");
+            }
+            this.inner.changing.lock().expect("changing lock").remove(&shard);
+        });
     }
 
     /// On a shard's leader: moves its replicas one membership change

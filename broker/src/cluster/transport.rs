@@ -78,6 +78,18 @@ pub enum PeerRequest {
     Membership(MembershipChange),
     /// The leader's view of the cluster.
     Status,
+    /// Hold off elections of `group` for `ms`: its leadership is being
+    /// handed to another replica.
+    HoldElections {
+        group: u32,
+        ms: u64,
+    },
+    /// Campaign for the leadership of `group` after `after_ms`, once the
+    /// quiet leader's lease has run out.
+    Campaign {
+        group: u32,
+        after_ms: u64,
+    },
     /// Deliveries and settlements of `group` for a consumer connected to the sender.
     Relay {
         group: u32,
@@ -100,6 +112,8 @@ pub enum PeerReply {
     Raft(RaftReply),
     /// The group a Raft RPC named is not open on this node (yet).
     NoSuchGroup(u32),
+    /// Done as asked.
+    Done,
     Forward(Result<Response, BrokerError>),
     Live,
     Hello(HelloReply),

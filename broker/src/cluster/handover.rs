@@ -1,0 +1,169 @@
+//! Moving a group's leadership to a chosen replica. openraft 0.9 has no
+//! leadership transfer, and a follower refuses to vote while its leader's
+//! lease holds, so the leader hands over by going quiet: it stops taking
+//! writes once the successor has every entry, asks the other replicas to
+//! hold their elections, stops its heartbeats, and asks the successor to
+//! campaign once the lease has run out. Writes are refused (retryably)
+//! for about one lease; a successor that fails to win leaves the group to
+//! an ordinary election once the holds expire.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::BrokerError;
+
+use super::Consensus;
+use super::transport::PeerRequest;
+use super::types::NodeId;
+
+/// No node is being handed the leadership.
+const NOBODY: u64 = 0;
+/// How often a leader checks that its successor has caught up.
+const CATCH_UP_POLL_MS: u64 = 20;
+
+/// The replica a group's leadership is being handed to, if any.
+#[derive(Default)]
+pub struct Handing(AtomicU64);
+
+impl Handing {
+    fn to(&self) -> Option<NodeId> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|n| *n != NOBODY)
+    }
+}
+
+impl Consensus {
+    /// How long a follower's lease on its leader lasts (openraft's: the
+    /// longest election timeout).
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.options().election_timeout_ms * 2)
+    }
+
+    /// Refuses a write while this leader hands its leadership over.
+    pub(super) fn check_not_handing_over(&self) -> Result<(), BrokerError> {
+        match self.inner.handing.to() {
+            Some(successor) => Err(BrokerError::Unavailable(format!(
+                "the leadership of this group is moving to node {successor}; retry"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// On this group's leader: hands the leadership to `successor`, a
+    /// voter, and returns once it leads or the attempt is given up.
+    pub(super) async fn hand_over(&self, successor: NodeId) -> Result<(), BrokerError> {
+        let Some(address) = self
+            .peers()
+            .into_iter()
+            .find(|p| p.id == successor)
+            .map(|p| p.address)
+        else {
+            return Err(BrokerError::Unavailable(format!(
+                "node {successor} is not a member of this group"
+            )));
+        };
+        if self
+            .inner
+            .handing
+            .0
+            .compare_exchange(NOBODY, successor, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let outcome = self.go_quiet_for(successor, &address).await;
+        let raft = self.raft();
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        self.inner.handing.0.store(NOBODY, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn go_quiet_for(&self, successor: NodeId, address: &str) -> Result<(), BrokerError> {
+        let lease = self.lease();
+        self.wait_caught_up(successor, lease).await?;
+        let hold = lease * 3;
+        let group = self.group_id();
+        let timeout = Duration::from_millis(super::PEER_CALL_TIMEOUT_MS);
+        for peer in self.peers().into_iter().filter(|p| p.id != successor) {
+            let request = PeerRequest::HoldElections {
+                group,
+                ms: hold.as_millis() as u64,
+            };
+            if let Err(e) = self.mesh().call(&peer.address, request, timeout).await {
+                tracing::debug!(
+                    "node {} did not hold its elections of group {group}: {e}",
+                    peer.id
+                );
+            }
+        }
+        let raft = self.raft();
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+        let campaign = PeerRequest::Campaign {
+            group,
+            after_ms: lease.as_millis() as u64,
+        };
+        self.mesh().call(address, campaign, timeout).await.map_err(|e| {
+            BrokerError::Unavailable(format!("node {successor} cannot be asked to lead: {e}"))
+        })?;
+        let mut metrics = raft.metrics();
+        let won = metrics.wait_for(|m| m.current_leader == Some(successor));
+        match tokio::time::timeout(hold, won).await {
+            Ok(Ok(_)) => {
+                tracing::info!("group {group}: leadership handed to node {successor}");
+                Ok(())
+            }
+            _ => Err(BrokerError::Unavailable(format!(
+                "node {successor} did not take over group {group}"
+            ))),
+        }
+    }
+
+    /// Waits until `successor` holds every entry of the log, refusing new
+    /// writes meanwhile, so it can win the election.
+    async fn wait_caught_up(&self, successor: NodeId, limit: Duration) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let caught_up = {
+                let metrics = self.raft().metrics().borrow().clone();
+                let last = metrics.last_log_index;
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&successor).cloned())
+                    .is_some_and(|matched| matched.map(|m| m.index) == last)
+            };
+            if caught_up {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::Unavailable(format!(
+                    "node {successor} did not catch up"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(CATCH_UP_POLL_MS)).await;
+        }
+    }
+
+    /// On a replica: holds its own elections for `hold`, so the chosen
+    /// successor is the one that campaigns.
+    pub(super) fn hold_elections(&self, hold: Duration) {
+        self.raft().runtime_config().elect(false);
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            this.raft().runtime_config().elect(true);
+        });
+    }
+
+    /// On the successor: campaigns once the old leader's lease has run out.
+    pub(super) fn campaign_after(&self, wait: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(e) = this.raft().trigger().elect().await {
+                tracing::debug!("group {}: campaign failed: {e}", this.group_id());
+            }
+        });
+    }
+}
