@@ -4,8 +4,9 @@
 //! writes once the successor has every entry, asks the other replicas to
 //! hold their elections, stops its heartbeats, and asks the successor to
 //! campaign once the lease has run out. Writes are refused (retryably)
-//! for about one lease; a successor that fails to win leaves the group to
-//! an ordinary election once the holds expire.
+//! for about one lease; when the successor fails to win, the old leader
+//! takes its group back after three leases, and elections resume once the
+//! holds expire.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,13 +22,23 @@ const NOBODY: u64 = 0;
 /// How often a leader checks that its successor has caught up.
 const CATCH_UP_POLL_MS: u64 = 20;
 
-/// The replica a group's leadership is being handed to, if any.
+/// Entries a successor may lag behind and still be asked to take over;
+/// it catches up on the rest while writes wait.
+const MAX_SUCCESSOR_LAG_ENTRIES: u64 = 1_024;
+
+/// A group's handover state on this node.
 #[derive(Default)]
-pub struct Handing(AtomicU64);
+pub struct Handing {
+    /// The replica this leader is handing the group to, or [`NOBODY`].
+    to: AtomicU64,
+    /// Counts the holds this replica was asked for, so only the latest
+    /// one's timer turns its elections back on.
+    holds: AtomicU64,
+}
 
 impl Handing {
     fn to(&self) -> Option<NodeId> {
-        Some(self.0.load(Ordering::Relaxed)).filter(|n| *n != NOBODY)
+        Some(self.to.load(Ordering::Relaxed)).filter(|n| *n != NOBODY)
     }
 }
 
@@ -48,6 +59,26 @@ impl Consensus {
         }
     }
 
+    /// Whether `successor` is worth handing this group to now: a voter
+    /// heard from lately and not far behind. Writes pause during a
+    /// handover, so none is tried toward a node that is down or lagging.
+    pub(super) fn can_take_over(&self, successor: NodeId) -> bool {
+        let heard = self
+            .mesh()
+            .heard_ago(successor)
+            .is_some_and(|ago| ago <= self.silence_limit());
+        let metrics = self.raft().metrics().borrow().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let close = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&successor).cloned())
+            .is_some_and(|matched| {
+                last.saturating_sub(matched.map_or(0, |m| m.index)) <= MAX_SUCCESSOR_LAG_ENTRIES
+            });
+        heard && close && self.voters().contains(&successor)
+    }
+
     /// On this group's leader: hands the leadership to `successor`, a
     /// voter, and returns once it leads or the attempt is given up.
     pub(super) async fn hand_over(&self, successor: NodeId) -> Result<(), BrokerError> {
@@ -61,10 +92,13 @@ impl Consensus {
                 "node {successor} is not a member of this group"
             )));
         };
-        if self
-            .inner
-            .handing
-            .0
+        if !self.can_take_over(successor) {
+            return Err(BrokerError::Unavailable(format!(
+                "node {successor} is down or far behind"
+            )));
+        }
+        let handing = &self.inner.handing.to;
+        if handing
             .compare_exchange(NOBODY, successor, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
@@ -74,7 +108,7 @@ impl Consensus {
         let raft = self.raft();
         raft.runtime_config().heartbeat(true);
         raft.runtime_config().elect(true);
-        self.inner.handing.0.store(NOBODY, Ordering::Relaxed);
+        handing.store(NOBODY, Ordering::Relaxed);
         outcome
     }
 
@@ -83,19 +117,26 @@ impl Consensus {
         self.wait_caught_up(successor, lease).await?;
         let hold = lease * 3;
         let group = self.group_id();
-        let timeout = Duration::from_millis(super::PEER_CALL_TIMEOUT_MS);
-        for peer in self.peers().into_iter().filter(|p| p.id != successor) {
-            let request = PeerRequest::HoldElections {
-                group,
-                ms: hold.as_millis() as u64,
-            };
-            if let Err(e) = self.mesh().call(&peer.address, request, timeout).await {
-                tracing::debug!(
-                    "node {} did not hold its elections of group {group}: {e}",
-                    peer.id
-                );
-            }
-        }
+        // All at once, each bounded by an election timeout: a peer that is
+        // down must not stretch the pause.
+        let timeout = Duration::from_millis(self.options().election_timeout_ms);
+        let holds = self
+            .peers()
+            .into_iter()
+            .filter(|p| p.id != successor)
+            .map(|peer| async move {
+                let request = PeerRequest::HoldElections {
+                    group,
+                    ms: hold.as_millis() as u64,
+                };
+                if let Err(e) = self.mesh().call(&peer.address, request, timeout).await {
+                    tracing::debug!(
+                        "node {} did not hold its elections of group {group}: {e}",
+                        peer.id
+                    );
+                }
+            });
+        futures::future::join_all(holds).await;
         let raft = self.raft();
         raft.runtime_config().elect(false);
         raft.runtime_config().heartbeat(false);
@@ -145,14 +186,19 @@ impl Consensus {
         }
     }
 
-    /// On a replica: holds its own elections for `hold`, so the chosen
-    /// successor is the one that campaigns.
+    /// On a replica: holds its own elections for `hold` (capped at a few
+    /// leases, whatever the request says), so the chosen successor is the
+    /// one that campaigns. Only the latest hold's timer turns them back on.
     pub(super) fn hold_elections(&self, hold: Duration) {
+        let hold = hold.min(self.lease() * 4);
+        let this_hold = self.inner.handing.holds.fetch_add(1, Ordering::Relaxed) + 1;
         self.raft().runtime_config().elect(false);
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(hold).await;
-            this.raft().runtime_config().elect(true);
+            if this.inner.handing.holds.load(Ordering::Relaxed) == this_hold {
+                this.raft().runtime_config().elect(true);
+            }
         });
     }
 

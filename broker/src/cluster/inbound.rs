@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::Message;
 use crate::error::BrokerError;
 
+use super::Consensus;
 use super::relay::{RelayCall, RelayReply, RelayRequest};
 use super::transport::{HelloReply, Mesh, PeerReply, PeerRequest, RaftReply, RaftRpc};
 use super::types::Vote;
-use super::{Consensus, MAIN_GROUP};
 
 /// Live batches from peers waiting for the engine; when full, more are
 /// dropped, as at-most-once allows.
@@ -44,13 +44,16 @@ impl PeerHandler {
                 Some(consensus) => PeerReply::Raft(raft(&consensus, rpc).await),
                 None => PeerReply::NoSuchGroup(group),
             },
-            PeerRequest::HoldElections { group, ms } => match self.consensus.group(group) {
-                Some(consensus) => {
-                    consensus.hold_elections(std::time::Duration::from_millis(ms));
-                    PeerReply::Done
+            // Group 0's leadership is never handed over, so it never holds.
+            PeerRequest::HoldElections { group, ms } => {
+                match self.consensus.group(group).filter(|_| group != 0) {
+                    Some(consensus) => {
+                        consensus.hold_elections(std::time::Duration::from_millis(ms));
+                        PeerReply::Done
+                    }
+                    None => PeerReply::NoSuchGroup(group),
                 }
-                None => PeerReply::NoSuchGroup(group),
-            },
+            }
             PeerRequest::Campaign { group, after_ms } => match self.consensus.group(group) {
                 Some(consensus) => {
                     consensus.campaign_after(std::time::Duration::from_millis(after_ms));
@@ -82,19 +85,13 @@ impl PeerHandler {
                 PeerReply::Membership(self.consensus.change_membership(change).await)
             }
             PeerRequest::Status => PeerReply::Status(Box::new(self.consensus.local_status())),
-            PeerRequest::Relay { group, request } => PeerReply::Relay(self.relay(group, request).await),
+            PeerRequest::Relay(request) => PeerReply::Relay(self.relay(request).await),
         }
     }
 
     /// Hands a relay request to the engine and waits for its answer; the
     /// engine bounds how long a pull may wait.
-    async fn relay(&self, group: u32, request: RelayRequest) -> RelayReply {
-        // Only group 0 has an engine serving consumers so far.
-        if group != MAIN_GROUP {
-            let missing =
-                BrokerError::Unavailable(format!("group {group} serves no consumers on this node; retry"));
-            return RelayReply::refusal(&request, missing);
-        }
+    async fn relay(&self, request: RelayRequest) -> RelayReply {
         let gone = RelayReply::refusal(
             &request,
             BrokerError::Unavailable("this node is shutting down; retry".into()),

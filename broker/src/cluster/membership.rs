@@ -118,14 +118,22 @@ impl Consensus {
             )));
         }
         tracing::info!("node {id} is leaving");
+        let removed = self.drain_then_remove(id).await;
+        // Whether it left or the leave failed, it is no longer leaving:
+        // a failed leave puts its shards back where placement wants them.
+        self.inner.node.leaving.lock().expect("leaving lock").remove(&id);
+        removed?;
+        tracing::info!("node {id} left");
+        self.record(ClusterEvent::NodeLeft { node: id });
+        Ok(())
+    }
+
+    async fn drain_then_remove(&self, id: NodeId) -> Result<(), BrokerError> {
         self.drain(id).await?;
         self.raft()
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map_err(membership_error)?;
-        tracing::info!("node {id} left");
-        self.inner.node.leaving.lock().expect("leaving lock").remove(&id);
-        self.record(ClusterEvent::NodeLeft { node: id });
         Ok(())
     }
 }

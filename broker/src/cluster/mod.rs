@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, watch};
 use crate::domain::Message;
 use crate::error::BrokerError;
 use crate::state::{Applied, StateMachine};
-use crate::storage::Store;
+use crate::storage::{Cf, Store};
 
 pub use grpc::{GrpcTransport, PeerService};
 pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
@@ -129,6 +129,9 @@ struct Node {
     options: ClusterOptions,
     /// Set once this node learned it was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
+    /// A random number drawn when this node's database was created: tells
+    /// this database from an earlier one of the same node id.
+    incarnation: u64,
     /// Nodes leaving the cluster, whose shards are being moved elsewhere;
     /// kept by group 0's leader.
     leaving: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
@@ -174,7 +177,9 @@ impl Consensus {
             id: options.node_id,
             address: options.advertise.clone(),
         };
+        let incarnation = incarnation(store.as_ref()).map_err(internal)?;
         let node = Arc::new(Node {
+            incarnation,
             mesh: Arc::new(Mesh::new(me.address.clone(), transport, faults)),
             me,
             options,
@@ -242,6 +247,11 @@ impl Consensus {
         let groups = self.inner.node.groups.read().expect("groups lock");
         let inner = groups.get(&group)?.upgrade()?;
         Some(Consensus { inner })
+    }
+
+    /// This node's database incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.node.incarnation
     }
 
     /// The id of this handle's group.
@@ -421,6 +431,25 @@ impl Consensus {
             }
         }
     }
+}
+
+/// Where group 0 keeps this database's incarnation, beside its vote.
+const INCARNATION_KEY: &[u8] = b"incarnation";
+
+/// This database's incarnation, drawn and stored (fsynced) at its first open.
+fn incarnation(store: &dyn Store) -> Result<u64, crate::storage::StorageError> {
+    if let Some(bytes) = store.get(Cf::RaftMeta, INCARNATION_KEY)? {
+        return crate::storage::decode(Cf::RaftMeta, &bytes);
+    }
+    let drawn: u64 = rand::random::<u64>().max(1);
+    let mut batch = crate::storage::Batch::default();
+    batch.put(
+        Cf::RaftMeta,
+        INCARNATION_KEY.to_vec(),
+        crate::storage::encode(&drawn),
+    );
+    store.write(batch, true)?;
+    Ok(drawn)
 }
 
 /// Where a group keeps its snapshot files: group 0 where a node of one

@@ -26,11 +26,14 @@ pub fn replication_factor(configured: Option<usize>, nodes: usize) -> usize {
 }
 
 /// The target of every shard in `current` (shard id → replicas now; a new
-/// shard has none) over `members`, with `factor` replicas each.
+/// shard has none) over `members`, with `factor` replicas each. `leading`
+/// holds each shard's preferred leader now: kept where evenness allows,
+/// since every move of a leadership pauses the shard's writes.
 pub fn place(
     members: &BTreeSet<NodeId>,
     factor: usize,
     current: &BTreeMap<u32, BTreeSet<NodeId>>,
+    leading: &BTreeMap<u32, NodeId>,
 ) -> BTreeMap<u32, Target> {
     if members.is_empty() {
         return BTreeMap::new();
@@ -53,8 +56,8 @@ pub fn place(
             load.give(idlest);
         }
     }
-    even_out(members, &mut sets, &mut load);
-    leaders(members, sets)
+    even_out(members, &mut sets, &mut load, leading);
+    leaders(members, sets, leading)
 }
 
 /// Replicas held per member.
@@ -99,7 +102,12 @@ impl Load {
 /// Moves replicas from the busiest member to the idlest until no two
 /// members differ by more than one replica. Each move narrows the gap, so
 /// it ends within one move per replica.
-fn even_out(members: &BTreeSet<NodeId>, sets: &mut BTreeMap<u32, BTreeSet<NodeId>>, load: &mut Load) {
+fn even_out(
+    members: &BTreeSet<NodeId>,
+    sets: &mut BTreeMap<u32, BTreeSet<NodeId>>,
+    load: &mut Load,
+    leading: &BTreeMap<u32, NodeId>,
+) {
     let moves_at_most: usize = sets.values().map(BTreeSet::len).sum();
     for _ in 0..moves_at_most {
         let busiest = load.busiest(members.iter().copied());
@@ -107,12 +115,16 @@ fn even_out(members: &BTreeSet<NodeId>, sets: &mut BTreeMap<u32, BTreeSet<NodeId
         if load.of(busiest) <= load.of(idlest) + 1 {
             return;
         }
-        let Some(set) = sets
-            .values_mut()
-            .find(|set| set.contains(&busiest) && !set.contains(&idlest))
-        else {
-            return;
-        };
+        let movable = |set: &BTreeSet<NodeId>| set.contains(&busiest) && !set.contains(&idlest);
+        // A replica that does not lead its shard moves first: moving a
+        // leader moves the leadership too.
+        let chosen = sets
+            .iter()
+            .find(|(shard, set)| movable(set) && leading.get(*shard) != Some(&busiest))
+            .or_else(|| sets.iter().find(|(_, set)| movable(set)))
+            .map(|(shard, _)| *shard);
+        let Some(shard) = chosen else { return };
+        let set = sets.get_mut(&shard).expect("chosen among the sets");
         set.remove(&busiest);
         set.insert(idlest);
         load.take(busiest);
@@ -121,20 +133,36 @@ fn even_out(members: &BTreeSet<NodeId>, sets: &mut BTreeMap<u32, BTreeSet<NodeId
 }
 
 /// Gives each shard a leader among its replicas so that no node leads two
-/// shards more than another could: first each shard, in order, gets the
-/// replica leading the fewest so far (the lowest id on a tie); then
-/// leaderships move along chains of shards from a node that leads too many
-/// to one that leads too few.
-fn leaders(members: &BTreeSet<NodeId>, sets: BTreeMap<u32, BTreeSet<NodeId>>) -> BTreeMap<u32, Target> {
+/// shards more than another could: first each shard keeps the leader it
+/// has while that leader leads no more than its fair share; then every
+/// other shard, in order, gets the replica leading the fewest so far (the
+/// lowest id on a tie); then leaderships move along chains of shards from
+/// a node that leads too many to one that leads too few.
+fn leaders(
+    members: &BTreeSet<NodeId>,
+    sets: BTreeMap<u32, BTreeSet<NodeId>>,
+    leading: &BTreeMap<u32, NodeId>,
+) -> BTreeMap<u32, Target> {
+    let fair_share = sets.len().div_ceil(members.len());
     let mut leads: BTreeMap<NodeId, usize> = members.iter().map(|n| (*n, 0)).collect();
     let mut leader: BTreeMap<u32, NodeId> = BTreeMap::new();
     for (shard, replicas) in &sets {
+        if let Some(now) = leading.get(shard).filter(|n| replicas.contains(n))
+            && leads[now] < fair_share
+        {
+            *leads.get_mut(now).expect("a member") += 1;
+            leader.insert(*shard, *now);
+        }
+    }
+    let unled: Vec<u32> = sets.keys().filter(|s| !leader.contains_key(s)).copied().collect();
+    for shard in unled {
+        let replicas = &sets[&shard];
         let chosen = *replicas
             .iter()
             .min_by_key(|n| (leads[*n], **n))
             .expect("every shard has a replica");
         *leads.get_mut(&chosen).expect("a member") += 1;
-        leader.insert(*shard, chosen);
+        leader.insert(shard, chosen);
     }
     // Each move lowers the sum of squared leads, so this ends; the bound
     // only makes that plain.
@@ -202,6 +230,19 @@ fn chain(end: NodeId, reached: &BTreeMap<NodeId, Option<(NodeId, u32)>>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Places with no leaders to keep.
+    fn place(
+        members: &BTreeSet<NodeId>,
+        factor: usize,
+        current: &BTreeMap<u32, BTreeSet<NodeId>>,
+    ) -> BTreeMap<u32, Target> {
+        super::place(members, factor, current, &BTreeMap::new())
+    }
+
+    fn leading(targets: &BTreeMap<u32, Target>) -> BTreeMap<u32, NodeId> {
+        targets.iter().map(|(s, t)| (*s, t.leader)).collect()
+    }
 
     fn nodes(ids: &[NodeId]) -> BTreeSet<NodeId> {
         ids.iter().copied().collect()
@@ -298,6 +339,24 @@ mod tests {
     }
 
     #[test]
+    fn a_join_moves_only_the_leaderships_the_new_node_takes() {
+        let before = place(&nodes(&[1, 2, 3]), 3, &fresh(8));
+        let members = nodes(&[1, 2, 3, 4]);
+        let after = super::place(&members, 3, &current(&before), &leading(&before));
+        assert_valid(&after, &members, 3);
+        let moved: Vec<u32> = after
+            .iter()
+            .filter(|(s, t)| t.leader != before[*s].leader)
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(
+            moved.iter().all(|s| after[s].leader == 4),
+            "only to the new node: {moved:?}"
+        );
+        assert_eq!(moved.len(), 2, "8 leaderships over 4 nodes: the new node takes 2");
+    }
+
+    #[test]
     fn a_leaving_node_hands_its_replicas_to_the_others() {
         let before = place(&nodes(&[1, 2, 3, 4, 5]), 3, &fresh(8));
         let members = nodes(&[1, 2, 3, 5]);
@@ -347,6 +406,7 @@ mod tests {
         for _round in 0..50 {
             let mut members: BTreeSet<NodeId> = (1..=3).collect();
             let mut shards = fresh(1 + (next() % 12) as u32);
+            let mut leaders_now = BTreeMap::new();
             let mut next_id = 4;
             for _step in 0..20 {
                 if members.len() > 1 && next() % 2 == 0 {
@@ -360,9 +420,10 @@ mod tests {
                     next_id += 1;
                 }
                 let factor = replication_factor(None, members.len());
-                let targets = place(&members, factor, &shards);
+                let targets = super::place(&members, factor, &shards, &leaders_now);
                 assert_valid(&targets, &members, factor);
                 shards = current(&targets);
+                leaders_now = leading(&targets);
             }
         }
     }

@@ -99,14 +99,7 @@ impl Consensus {
         self.check_heard(&leader)?;
         match self
             .mesh()
-            .call(
-                &leader.address,
-                PeerRequest::Relay {
-                    group: self.group_id(),
-                    request,
-                },
-                timeout,
-            )
+            .call(&leader.address, PeerRequest::Relay(request), timeout)
             .await
         {
             Ok(PeerReply::Relay(reply)) => Ok(reply),

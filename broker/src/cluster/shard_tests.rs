@@ -55,6 +55,15 @@ fn parts(store: &Arc<dyn Store>, group: u32) -> GroupParts {
 }
 
 async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork) -> TestNode {
+    start_node_with(id, dir, network, &Faults::default()).await
+}
+
+async fn start_node_with(
+    id: u64,
+    dir: &std::path::Path,
+    network: &LocalNetwork,
+    faults: &Faults,
+) -> TestNode {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let main_parts = parts(&store, 0);
     let main = Consensus::open(
@@ -63,7 +72,7 @@ async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork) -> T
         main_parts.machine.clone(),
         main_parts.events,
         Arc::new(network.clone()),
-        Faults::default(),
+        faults.clone(),
     )
     .await
     .expect("group 0 opens");
@@ -190,7 +199,10 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
         })
     })
     .await;
-    let leaders: BTreeSet<u64> = (1..=SHARDS).filter_map(|s| leader(&nodes[0], s)).collect();
+    // Each shard is led by its preferred leader, as that node sees it;
+    // the preferred leaders cover every node.
+    let record = nodes[0].shards.record().unwrap();
+    let leaders: BTreeSet<u64> = record.placed.values().map(|p| p.target.leader).collect();
     assert_eq!(leaders, all, "leaderships moved to the new nodes");
     until("every replica holds what the shard held before", || {
         nodes.iter().all(|n| holds(n, shard))
@@ -273,4 +285,46 @@ async fn a_cluster_formed_at_once_spreads_shard_leaders_and_a_leave_hands_them_o
             "shard {shard} is led by node 1 or 2, on them alone"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leadership_is_handed_to_a_node_that_is_cut_off_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::default();
+    let faults = Faults::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node_with(id, dir.path(), &network, &faults).await);
+    }
+    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
+    super::formation::initialize(&nodes[0].main, members)
+        .await
+        .unwrap();
+    until("every shard is led", || {
+        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
+    })
+    .await;
+    let shard = 1;
+    let led_by = leader(&nodes[0], shard).unwrap();
+    let group = nodes[led_by as usize - 1].shards.group(shard).unwrap();
+    let cut = if led_by == 3 { 2 } else { 3 };
+    for other in [1, 2, 3].into_iter().filter(|n| *n != cut) {
+        faults.partition(
+            &nodes[cut as usize - 1].main.me().address,
+            &nodes[other as usize - 1].main.me().address,
+        );
+    }
+    until("the leader notices the cut", || !group.can_take_over(cut)).await;
+    let refused = group.hand_over(cut).await;
+    assert!(
+        refused.is_err(),
+        "no handover to a node that is down: {refused:?}"
+    );
+    let written = group.propose(publish("after-refused-handover")).await;
+    assert!(written.is_ok(), "the shard takes writes at once: {written:?}");
+    assert_eq!(
+        leader(&nodes[led_by as usize - 1], shard),
+        Some(led_by),
+        "it still leads"
+    );
 }

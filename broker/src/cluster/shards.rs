@@ -146,10 +146,15 @@ impl Shards {
             Some(record) => record.targets(),
             None => (1..=shards).map(|shard| (shard, BTreeSet::new())).collect(),
         };
+        let leading: BTreeMap<u32, NodeId> = record
+            .iter()
+            .flat_map(|record| record.placed.iter().map(|(shard, p)| (*shard, p.target.leader)))
+            .collect();
         let wanted: BTreeMap<u32, ShardTarget> = placement::place(
             &members,
             placement::replication_factor(Some(factor), members.len()),
             &current,
+            &leading,
         )
         .into_iter()
         .map(|(shard, target)| {
@@ -209,7 +214,7 @@ impl Shards {
                 continue;
             }
             let successor = placed.target.leader;
-            if successor != me && group.voters().contains(&successor) {
+            if successor != me && group.can_take_over(successor) && self.may_hand_over(*shard) {
                 self.move_leadership(group, successor);
             } else {
                 self.reconcile(group, placed.target.replicas.clone());
@@ -254,6 +259,24 @@ impl Shards {
             );
             return;
         };
+        let claim = Command::ClaimFounding {
+            shard: group.group_id(),
+            incarnation: self.inner.main.incarnation(),
+        };
+        match self.inner.main.propose(claim).await {
+            Ok(Response::Claimed(true)) => {}
+            Ok(_) => {
+                tracing::warn!(
+                    "shard {} was founded from another database of this node id; it is not founded again",
+                    group.group_id()
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("shard {}: the founding claim failed: {e}", group.group_id());
+                return;
+            }
+        }
         match group.raft().initialize(members).await {
             Ok(()) => tracing::info!("shard {} founded with nodes {founders:?}", group.group_id()),
             Err(e) => tracing::debug!("shard {} was founded already: {e}", group.group_id()),
@@ -269,24 +292,28 @@ impl Shards {
         addresses
     }
 
+    /// Whether this node's last handover of `shard` is long enough ago.
+    fn may_hand_over(&self, shard: u32) -> bool {
+        let tried = self.inner.handovers.lock().expect("handovers lock");
+        tried
+            .get(&shard)
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(HANDOVER_RETRY_MS))
+    }
+
     /// On a shard's leader that should not lead it: hands the leadership
     /// to `successor` in the background, at most once per
     /// [`HANDOVER_RETRY_MS`].
     fn move_leadership(&self, group: Consensus, successor: NodeId) {
         let shard = group.group_id();
-        {
-            let mut tried = self.inner.handovers.lock().expect("handovers lock");
-            if tried
-                .get(&shard)
-                .is_some_and(|at| at.elapsed() < Duration::from_millis(HANDOVER_RETRY_MS))
-            {
-                return;
-            }
-            if !self.inner.changing.lock().expect("changing lock").insert(shard) {
-                return;
-            }
-            tried.insert(shard, std::time::Instant::now());
+        if !self.inner.changing.lock().expect("changing lock").insert(shard) {
+            return;
         }
+        let now = std::time::Instant::now();
+        self.inner
+            .handovers
+            .lock()
+            .expect("handovers lock")
+            .insert(shard, now);
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = group.hand_over(successor).await {
@@ -416,7 +443,9 @@ impl Consensus {
                 views.push(*view);
             }
         }
-        record.placed.keys().all(|shard| {
+        // A shard never founded has no replica to move.
+        let founded = record.placed.iter().filter(|(_, p)| p.founded.is_some());
+        founded.map(|(shard, _)| shard).all(|shard| {
             let name = super::view::group_name(*shard);
             views.iter().any(|view| {
                 view.groups

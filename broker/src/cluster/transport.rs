@@ -78,6 +78,10 @@ pub enum PeerRequest {
     Membership(MembershipChange),
     /// The leader's view of the cluster.
     Status,
+    /// Deliveries and settlements for a consumer connected to the sender.
+    Relay(RelayRequest),
+    // Variants are encoded by position: new ones go at the end, so nodes
+    // of different versions understand each other during a rolling upgrade.
     /// Hold off elections of `group` for `ms`: its leadership is being
     /// handed to another replica.
     HoldElections {
@@ -89,11 +93,6 @@ pub enum PeerRequest {
     Campaign {
         group: u32,
         after_ms: u64,
-    },
-    /// Deliveries and settlements of `group` for a consumer connected to the sender.
-    Relay {
-        group: u32,
-        request: RelayRequest,
     },
 }
 
@@ -110,16 +109,17 @@ pub struct HelloReply {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerReply {
     Raft(RaftReply),
-    /// The group a Raft RPC named is not open on this node (yet).
-    NoSuchGroup(u32),
-    /// Done as asked.
-    Done,
     Forward(Result<Response, BrokerError>),
     Live,
     Hello(HelloReply),
     Membership(Result<(), BrokerError>),
     Status(Box<ClusterView>),
     Relay(RelayReply),
+    // New variants go at the end (see `PeerRequest`).
+    /// The group a Raft RPC named is not open on this node (yet).
+    NoSuchGroup(u32),
+    /// Done as asked.
+    Done,
 }
 
 impl PeerRequest {

@@ -138,3 +138,25 @@ async fn a_delayed_link_runs_into_the_callers_timeout() {
         .unwrap_err();
     assert!(matches!(slow, TransportError::Timeout(_, 50)), "{slow}");
 }
+
+#[test]
+fn messages_keep_their_place_so_nodes_of_two_versions_understand_each_other() {
+    // postcard encodes an enum by the variant's position: a variant added
+    // in the middle would make an older node read one message as another.
+    let first_byte = |bytes: Vec<u8>| bytes[0];
+    assert_eq!(first_byte(PeerRequest::Status.encode().unwrap()), 5);
+    let forward = PeerRequest::Forward {
+        group: 0,
+        command: publish_command(),
+    };
+    assert_eq!(first_byte(forward.encode().unwrap()), 1);
+    let hold = PeerRequest::HoldElections { group: 1, ms: 10 };
+    assert_eq!(first_byte(hold.encode().unwrap()), 7);
+    assert_eq!(
+        first_byte(PeerReply::Forward(Ok(Response::Swept)).encode().unwrap()),
+        1
+    );
+    assert_eq!(first_byte(PeerReply::Live.encode().unwrap()), 2);
+    assert_eq!(first_byte(PeerReply::NoSuchGroup(3).encode().unwrap()), 7);
+    assert_eq!(first_byte(PeerReply::Done.encode().unwrap()), 8);
+}

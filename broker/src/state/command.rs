@@ -68,6 +68,12 @@ pub enum Command {
         factor: u32,
         targets: BTreeMap<u32, ShardTarget>,
     },
+    /// A founder claims the founding of `shard` (group 0 only), for its
+    /// database `incarnation`.
+    ClaimFounding {
+        shard: u32,
+        incarnation: u64,
+    },
 }
 
 /// A change in the cluster that users can watch on `$cluster.events`.
@@ -150,6 +156,8 @@ pub enum Response {
     Empty,
     /// The placement record after a `Place`.
     Placed(PlacementRecord),
+    /// Whether a founding claim holds.
+    Claimed(bool),
 }
 
 /// A message stored by a command, as the delivery side needs to queue it.

@@ -147,6 +147,9 @@ impl Applier<'_, '_> {
                 factor,
                 targets,
             } => Ok(Response::Placed(self.place(*shards, *factor, targets)?)),
+            Command::ClaimFounding { shard, incarnation } => {
+                Ok(Response::Claimed(self.claim_founding(*shard, *incarnation)?))
+            }
         }
     }
 }

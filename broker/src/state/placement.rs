@@ -26,11 +26,15 @@ pub struct ShardTarget {
 pub struct ShardRecord {
     pub target: ShardTarget,
     /// The node that initialises the shard's Raft group, and the members it
-    /// initialises it with: the shard's first target, never changed after.
-    /// Only the founder ever initialises the group, so two groups of one
-    /// shard can never be formed.
+    /// initialises it with: the shard's target until it is founded, never
+    /// changed after. Only the founder ever initialises the group, so two
+    /// groups of one shard can never be formed.
     pub founder: u64,
     pub founders: BTreeSet<u64>,
+    /// The database the founder claimed the founding from (its
+    /// incarnation), once it did; a node that lost its database and kept
+    /// its id claims with another one and so never founds the shard again.
+    pub founded: Option<u64>,
 }
 
 /// The cluster's shards.
@@ -83,6 +87,12 @@ impl Applier<'_, '_> {
                     }
                     match record.placed.get_mut(shard) {
                         Some(existing) if existing.target == *target => {}
+                        Some(existing) if existing.founded.is_none() => {
+                            // Not founded yet: its founder follows the target,
+                            // so a founder that left never holds the shard up.
+                            *existing = found(target.clone());
+                            changed = true;
+                        }
                         Some(existing) => {
                             existing.target = target.clone();
                             changed = true;
@@ -103,13 +113,37 @@ impl Applier<'_, '_> {
         self.catalog.placement = Some(record.clone());
         Ok(record)
     }
+
+    /// Claims the founding of `shard` for the founder's database
+    /// `incarnation`. The first claim wins; the same claim again is granted
+    /// again (the founder restarted before it founded the shard). Returns
+    /// whether this claim holds.
+    pub(super) fn claim_founding(&mut self, shard: u32, incarnation: u64) -> Result<bool, StorageError> {
+        let Some(mut record) = self.catalog.placement.take() else {
+            return Ok(false);
+        };
+        let granted = match record.placed.get_mut(&shard) {
+            Some(placed) if placed.founded.is_none() => {
+                placed.founded = Some(incarnation);
+                record.version += 1;
+                true
+            }
+            Some(placed) => placed.founded == Some(incarnation),
+            None => false,
+        };
+        self.txn.put(Cf::Meta, PLACEMENT_KEY.to_vec(), &record);
+        self.catalog.placement = Some(record);
+        Ok(granted)
+    }
 }
 
-/// A shard's first record: its founder is the leader it was first given.
+/// A shard's record before it is founded: its founder is the leader of
+/// its target, with the target's replicas.
 fn found(target: ShardTarget) -> ShardRecord {
     ShardRecord {
         founder: target.leader,
         founders: target.replicas.clone(),
+        founded: None,
         target,
     }
 }
