@@ -64,7 +64,17 @@ async fn start_node_with(
     network: &LocalNetwork,
     faults: &Faults,
 ) -> TestNode {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    start_on(Arc::new(MemoryStore::new()), id, dir, network, faults).await
+}
+
+/// Starts node `id` on `store`: a fresh one, or the store of a node that stopped.
+async fn start_on(
+    store: Arc<dyn Store>,
+    id: u64,
+    dir: &std::path::Path,
+    network: &LocalNetwork,
+    faults: &Faults,
+) -> TestNode {
     let main_parts = parts(&store, 0);
     let main = Consensus::open(
         options(id, dir),
@@ -326,5 +336,65 @@ async fn no_leadership_is_handed_to_a_node_that_is_cut_off_and_writes_go_on() {
         leader(&nodes[led_by as usize - 1], shard),
         Some(led_by),
         "it still leads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_reopens_its_shards_from_its_data_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = LocalNetwork::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(id, dir.path(), &network).await);
+    }
+    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
+    super::formation::initialize(&nodes[0].main, members)
+        .await
+        .unwrap();
+    until("every shard is led and has three replicas", || {
+        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
+    })
+    .await;
+    let record = nodes[0].shards.record().unwrap();
+    // A shard node 3 does not lead, so it keeps serving while node 3 is away.
+    let shard = *record
+        .placed
+        .iter()
+        .find(|(_, p)| p.target.leader != 3)
+        .unwrap()
+        .0;
+    let incarnation = nodes[2].main.incarnation();
+
+    let stopped = nodes.pop().unwrap();
+    stopped.main.shutdown().await;
+    let store = stopped.store.clone();
+    drop(stopped);
+    let writer = &nodes[record.placed[&shard].target.leader as usize - 1];
+    let answer = writer
+        .shards
+        .group(shard)
+        .unwrap()
+        .propose(publish("while-away"))
+        .await;
+    assert!(answer.is_ok(), "two of three replicas serve: {answer:?}");
+
+    let back = start_on(store, 3, dir.path(), &network, &Faults::default()).await;
+    assert_eq!(
+        back.main.incarnation(),
+        incarnation,
+        "the same database, so the same incarnation"
+    );
+    until("the restarted node reopens the shard and catches up", || {
+        holds(&back, shard)
+    })
+    .await;
+    until("it is a replica of every shard again", || {
+        (1..=SHARDS).all(|s| back.shards.group(s).is_some_and(|g| g.voters().contains(&3)))
+    })
+    .await;
+    let founded = back.shards.record().unwrap();
+    assert!(
+        founded.placed.values().all(|p| p.founded.is_some()),
+        "every shard stays founded once"
     );
 }
