@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::domain::{DeliveryGuarantee, MessageId, MessageKey, NewMessage, Priority, TopicName};
-use crate::state::{Command, Reader, Response, StateMachine};
-use crate::storage::{Keyspace, MemoryStore, Store};
+use crate::domain::{MessageKey, TopicName};
+use crate::state::{Reader, Response};
+use crate::storage::{MemoryStore, Store};
 
+use super::test_groups::{options, parts, publish};
 use super::transport::{PeerReply, PeerRequest, RaftRpc};
-use super::{ClusterOptions, Consensus, Faults, LocalNetwork, NodeInfo, PeerHandler};
+use super::{Consensus, Faults, LocalNetwork, NodeInfo, PeerHandler};
 
 const GROUPS: [u32; 3] = [0, 1, 2];
 /// How long a test waits for an election or a commit to show.
@@ -26,47 +27,16 @@ struct TestNode {
     handler: Arc<PeerHandler>,
 }
 
-fn options(id: u64, dir: &std::path::Path) -> ClusterOptions {
-    ClusterOptions {
-        node_id: id,
-        advertise: format!("node-{id}:7400"),
-        seeds: Vec::new(),
-        discovery: None,
-        expect_nodes: 0,
-        heartbeat_interval_ms: 50,
-        election_timeout_ms: 300,
-        fsync: false,
-        snapshot_dir: dir.join(format!("snapshots-{id}")),
-        snapshot_every_entries: 10_000,
-    }
-}
-
-/// A group's state machine on its keyspace, with its applied changes drained.
-fn machine(
-    store: &Arc<dyn Store>,
-    group: u32,
-) -> (
-    Arc<dyn Store>,
-    StateMachine,
-    mpsc::Sender<Vec<crate::state::Applied>>,
-) {
-    let keyspace: Arc<dyn Store> = Keyspace::new(store.clone(), group);
-    let machine = StateMachine::open(keyspace.clone()).expect("state machine opens");
-    let (events, mut drain) = mpsc::channel(64);
-    tokio::spawn(async move { while drain.recv().await.is_some() {} });
-    (keyspace, machine, events)
-}
-
 async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork, faults: &Faults) -> TestNode {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mut groups = BTreeMap::new();
-    let (keyspace, sm, events) = machine(&store, 0);
-    let reader = Reader::new(sm.clone());
+    let main_parts = parts(&store, 0);
+    let reader = Reader::new(main_parts.machine.clone());
     let main = Consensus::open(
         options(id, dir),
-        keyspace,
-        sm,
-        events,
+        main_parts.store,
+        main_parts.machine,
+        main_parts.events,
         Arc::new(network.clone()),
         faults.clone(),
     )
@@ -74,10 +44,10 @@ async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork, faul
     .expect("group 0 opens");
     groups.insert(0, (main.clone(), reader));
     for group in &GROUPS[1..] {
-        let (keyspace, sm, events) = machine(&store, *group);
-        let reader = Reader::new(sm.clone());
+        let group_parts = parts(&store, *group);
+        let reader = Reader::new(group_parts.machine.clone());
         let consensus = main
-            .open_group(*group, keyspace, sm, events)
+            .open_group(*group, group_parts.store, group_parts.machine, group_parts.events)
             .await
             .expect("group opens");
         groups.insert(*group, (consensus, reader));
@@ -90,23 +60,6 @@ async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork, faul
         me: main.me().clone(),
         groups,
         handler,
-    }
-}
-
-fn publish(topic: &str, id: &str) -> Command {
-    Command::Publish {
-        messages: vec![NewMessage {
-            id: MessageId::parse("id", id).unwrap(),
-            topic: TopicName::parse("topic", topic).unwrap(),
-            payload: bytes::Bytes::from_static(b"payload"),
-            headers: Default::default(),
-            priority: Priority::Normal,
-            ttl_ms: None,
-            delay_ms: 0,
-            delivery: DeliveryGuarantee::AtLeastOnce,
-        }],
-        auto_create: true,
-        now_ms: 1,
     }
 }
 

@@ -67,16 +67,22 @@ impl Consensus {
             .mesh()
             .heard_ago(successor)
             .is_some_and(|ago| ago <= self.silence_limit());
-        let metrics = self.raft().metrics().borrow().clone();
-        let last = metrics.last_log_index.unwrap_or(0);
-        let close = metrics
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&successor).cloned())
-            .is_some_and(|matched| {
-                last.saturating_sub(matched.map_or(0, |m| m.index)) <= MAX_SUCCESSOR_LAG_ENTRIES
-            });
+        let close = self
+            .lag_of(successor)
+            .is_some_and(|lag| lag <= MAX_SUCCESSOR_LAG_ENTRIES);
         heard && close && self.voters().contains(&successor)
+    }
+
+    /// Entries of this leader's log that `replica` does not have yet, when
+    /// this node leads and replicates to it.
+    fn lag_of(&self, replica: NodeId) -> Option<u64> {
+        let metrics = self.raft().metrics().borrow().clone();
+        let matched = metrics
+            .replication
+            .as_ref()?
+            .get(&replica)?
+            .map_or(0, |m| m.index);
+        Some(metrics.last_log_index.unwrap_or(0).saturating_sub(matched))
     }
 
     /// On this group's leader: hands the leadership to `successor`, a
@@ -165,15 +171,7 @@ impl Consensus {
     async fn wait_caught_up(&self, successor: NodeId, limit: Duration) -> Result<(), BrokerError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let caught_up = {
-                let metrics = self.raft().metrics().borrow().clone();
-                let last = metrics.last_log_index;
-                metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&successor).cloned())
-                    .is_some_and(|matched| matched.map(|m| m.index) == last)
-            };
+            let caught_up = self.lag_of(successor) == Some(0);
             if caught_up {
                 return Ok(());
             }

@@ -33,6 +33,8 @@ mod state_machine;
 mod status;
 #[cfg(test)]
 mod suite;
+#[cfg(test)]
+mod test_groups;
 mod transport;
 #[cfg(test)]
 mod transport_tests;
@@ -56,7 +58,6 @@ pub use grpc::{GrpcTransport, PeerService};
 pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
 pub use local::LocalNetwork;
 pub use log_store::LogStore;
-pub use placement::DEFAULT_REPLICATION_FACTOR;
 pub use relay::{RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
 pub use shards::{GroupParts, GroupSource, ShardOptions, Shards};
 pub use state_machine::StateMachineStore;

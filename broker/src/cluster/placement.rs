@@ -5,19 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::state::ShardTarget;
+
 use super::types::NodeId;
 
 /// Replicas of each shard when the cluster does not choose: three, or
 /// every node of a smaller cluster.
 pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
-
-/// Where one shard should live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub replicas: BTreeSet<NodeId>,
-    /// The replica that should lead, so leaderships spread over the nodes.
-    pub leader: NodeId,
-}
 
 /// Replicas per shard for a cluster of `nodes`: the configured factor (or
 /// the default), never more than there are nodes.
@@ -34,7 +28,7 @@ pub fn place(
     factor: usize,
     current: &BTreeMap<u32, BTreeSet<NodeId>>,
     leading: &BTreeMap<u32, NodeId>,
-) -> BTreeMap<u32, Target> {
+) -> BTreeMap<u32, ShardTarget> {
     if members.is_empty() {
         return BTreeMap::new();
     }
@@ -142,7 +136,7 @@ fn leaders(
     members: &BTreeSet<NodeId>,
     sets: BTreeMap<u32, BTreeSet<NodeId>>,
     leading: &BTreeMap<u32, NodeId>,
-) -> BTreeMap<u32, Target> {
+) -> BTreeMap<u32, ShardTarget> {
     let fair_share = sets.len().div_ceil(members.len());
     let mut leads: BTreeMap<NodeId, usize> = members.iter().map(|n| (*n, 0)).collect();
     let mut leader: BTreeMap<u32, NodeId> = BTreeMap::new();
@@ -182,7 +176,7 @@ fn leaders(
     sets.into_iter()
         .map(|(shard, replicas)| {
             let leader = leader[&shard];
-            (shard, Target { replicas, leader })
+            (shard, ShardTarget { replicas, leader })
         })
         .collect()
 }
@@ -236,11 +230,11 @@ mod tests {
         members: &BTreeSet<NodeId>,
         factor: usize,
         current: &BTreeMap<u32, BTreeSet<NodeId>>,
-    ) -> BTreeMap<u32, Target> {
+    ) -> BTreeMap<u32, ShardTarget> {
         super::place(members, factor, current, &BTreeMap::new())
     }
 
-    fn leading(targets: &BTreeMap<u32, Target>) -> BTreeMap<u32, NodeId> {
+    fn leading(targets: &BTreeMap<u32, ShardTarget>) -> BTreeMap<u32, NodeId> {
         targets.iter().map(|(s, t)| (*s, t.leader)).collect()
     }
 
@@ -252,13 +246,13 @@ mod tests {
         (1..=shards).map(|s| (s, BTreeSet::new())).collect()
     }
 
-    fn current(targets: &BTreeMap<u32, Target>) -> BTreeMap<u32, BTreeSet<NodeId>> {
+    fn current(targets: &BTreeMap<u32, ShardTarget>) -> BTreeMap<u32, BTreeSet<NodeId>> {
         targets.iter().map(|(s, t)| (*s, t.replicas.clone())).collect()
     }
 
     /// Replicas and leaderships per member.
-    fn spread(targets: &BTreeMap<u32, Target>, members: &BTreeSet<NodeId>) -> (Vec<usize>, Vec<usize>) {
-        let count = |f: &dyn Fn(&Target, NodeId) -> bool| {
+    fn spread(targets: &BTreeMap<u32, ShardTarget>, members: &BTreeSet<NodeId>) -> (Vec<usize>, Vec<usize>) {
+        let count = |f: &dyn Fn(&ShardTarget, NodeId) -> bool| {
             members
                 .iter()
                 .map(|n| targets.values().filter(|t| f(t, *n)).count())
@@ -275,7 +269,7 @@ mod tests {
         assert!(max - min <= 1, "{what} spread unevenly: {counts:?}");
     }
 
-    fn assert_valid(targets: &BTreeMap<u32, Target>, members: &BTreeSet<NodeId>, factor: usize) {
+    fn assert_valid(targets: &BTreeMap<u32, ShardTarget>, members: &BTreeSet<NodeId>, factor: usize) {
         for (shard, target) in targets {
             assert_eq!(target.replicas.len(), factor, "shard {shard}");
             assert!(

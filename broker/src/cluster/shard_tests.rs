@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::domain::{DeliveryGuarantee, MessageId, NewMessage, Priority, TopicName};
-use crate::state::{Command, Response, StateMachine};
+use crate::state::Response;
 use crate::storage::{Cf, Keyspace, MemoryStore, Store, keys};
 
-use super::shards::{GroupParts, GroupSource, ShardOptions, Shards};
+use super::shards::{GroupSource, ShardOptions, Shards};
+use super::test_groups::{options, parts, publish};
 use super::transport::MembershipChange;
-use super::{ClusterOptions, Consensus, Faults, LocalNetwork, NodeInfo, PeerHandler};
+use super::{Consensus, Faults, LocalNetwork, NodeInfo, PeerHandler};
 
 const SHARDS: u32 = 4;
 /// How long a test waits for placement, elections and catch-up to show.
@@ -25,33 +25,6 @@ struct TestNode {
     shards: Shards,
     store: Arc<dyn Store>,
     _handler: Arc<PeerHandler>,
-}
-
-fn options(id: u64, dir: &std::path::Path) -> ClusterOptions {
-    ClusterOptions {
-        node_id: id,
-        advertise: format!("node-{id}:7400"),
-        seeds: Vec::new(),
-        discovery: None,
-        expect_nodes: 0,
-        heartbeat_interval_ms: 50,
-        election_timeout_ms: 300,
-        fsync: false,
-        snapshot_dir: dir.join(format!("snapshots-{id}")),
-        snapshot_every_entries: 10_000,
-    }
-}
-
-fn parts(store: &Arc<dyn Store>, group: u32) -> GroupParts {
-    let keyspace: Arc<dyn Store> = Keyspace::new(store.clone(), group);
-    let machine = StateMachine::open(keyspace.clone()).expect("state machine opens");
-    let (events, mut drain) = mpsc::channel(64);
-    tokio::spawn(async move { while drain.recv().await.is_some() {} });
-    GroupParts {
-        store: keyspace,
-        machine,
-        events,
-    }
 }
 
 async fn start_node(id: u64, dir: &std::path::Path, network: &LocalNetwork) -> TestNode {
@@ -129,23 +102,6 @@ fn leader(node: &TestNode, shard: u32) -> Option<u64> {
     node.shards.group(shard).and_then(|g| g.leader())
 }
 
-fn publish(id: &str) -> Command {
-    Command::Publish {
-        messages: vec![NewMessage {
-            id: MessageId::parse("id", id).unwrap(),
-            topic: TopicName::parse("topic", "orders").unwrap(),
-            payload: bytes::Bytes::from_static(b"payload"),
-            headers: Default::default(),
-            priority: Priority::Normal,
-            ttl_ms: None,
-            delay_ms: 0,
-            delivery: DeliveryGuarantee::AtLeastOnce,
-        }],
-        auto_create: true,
-        now_ms: 1,
-    }
-}
-
 /// Whether `node`'s replica of `shard` stores message 1 of `orders`.
 fn holds(node: &TestNode, shard: u32) -> bool {
     let keyspace = Keyspace::new(node.store.clone(), shard);
@@ -153,6 +109,23 @@ fn holds(node: &TestNode, shard: u32) -> bool {
         .get(Cf::Messages, &keys::message("orders", 1))
         .unwrap()
         .is_some()
+}
+
+/// Three nodes formed at once, once every shard is led and on all three.
+async fn three_formed(dir: &std::path::Path, network: &LocalNetwork, faults: &Faults) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node_with(id, dir, network, faults).await);
+    }
+    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
+    super::formation::initialize(&nodes[0].main, members)
+        .await
+        .unwrap();
+    until("every shard is founded with three replicas", || {
+        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
+    })
+    .await;
+    nodes
 }
 
 fn info(node: &TestNode) -> NodeInfo {
@@ -178,7 +151,7 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
         .shards
         .group(shard)
         .unwrap()
-        .propose(publish("before-growth"))
+        .propose(publish("orders", "before-growth"))
         .await
         .unwrap();
     assert!(
@@ -241,7 +214,7 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
         .shards
         .group(shard)
         .unwrap()
-        .propose(publish("after-leave"))
+        .propose(publish("orders", "after-leave"))
         .await;
     assert!(
         later.is_ok(),
@@ -253,18 +226,7 @@ async fn growing_from_one_to_three_nodes_raises_every_shard_to_three_replicas_an
 async fn a_cluster_formed_at_once_spreads_shard_leaders_and_a_leave_hands_them_over_first() {
     let dir = tempfile::tempdir().unwrap();
     let network = LocalNetwork::default();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start_node(id, dir.path(), &network).await);
-    }
-    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
-    super::formation::initialize(&nodes[0].main, members)
-        .await
-        .unwrap();
-    until("every shard is founded with three replicas", || {
-        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
-    })
-    .await;
+    let nodes = three_formed(dir.path(), &network, &Faults::default()).await;
     let record = nodes[0].shards.record().unwrap();
     let leaders: BTreeSet<u64> = (1..=SHARDS).filter_map(|s| leader(&nodes[0], s)).collect();
     assert_eq!(leaders.len(), 3, "each node leads a shard: {leaders:?}");
@@ -300,20 +262,9 @@ async fn a_cluster_formed_at_once_spreads_shard_leaders_and_a_leave_hands_them_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_leadership_is_handed_to_a_node_that_is_cut_off_and_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let network = LocalNetwork::default();
     let faults = Faults::default();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start_node_with(id, dir.path(), &network, &faults).await);
-    }
-    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
-    super::formation::initialize(&nodes[0].main, members)
-        .await
-        .unwrap();
-    until("every shard is led", || {
-        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
-    })
-    .await;
+    let network = LocalNetwork::default();
+    let nodes = three_formed(dir.path(), &network, &faults).await;
     let shard = 1;
     let led_by = leader(&nodes[0], shard).unwrap();
     let group = nodes[led_by as usize - 1].shards.group(shard).unwrap();
@@ -330,7 +281,7 @@ async fn no_leadership_is_handed_to_a_node_that_is_cut_off_and_writes_go_on() {
         refused.is_err(),
         "no handover to a node that is down: {refused:?}"
     );
-    let written = group.propose(publish("after-refused-handover")).await;
+    let written = group.propose(publish("orders", "after-refused-handover")).await;
     assert!(written.is_ok(), "the shard takes writes at once: {written:?}");
     assert_eq!(
         leader(&nodes[led_by as usize - 1], shard),
@@ -343,18 +294,7 @@ async fn no_leadership_is_handed_to_a_node_that_is_cut_off_and_writes_go_on() {
 async fn a_restarted_node_reopens_its_shards_from_its_data_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let network = LocalNetwork::default();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(start_node(id, dir.path(), &network).await);
-    }
-    let members: Vec<NodeInfo> = nodes.iter().map(info).collect();
-    super::formation::initialize(&nodes[0].main, members)
-        .await
-        .unwrap();
-    until("every shard is led and has three replicas", || {
-        (1..=SHARDS).all(|s| leader(&nodes[0], s).is_some() && voters(&nodes[0], s).len() == 3)
-    })
-    .await;
+    let mut nodes = three_formed(dir.path(), &network, &Faults::default()).await;
     let record = nodes[0].shards.record().unwrap();
     // A shard node 3 does not lead, so it keeps serving while node 3 is away.
     let shard = *record
@@ -374,7 +314,7 @@ async fn a_restarted_node_reopens_its_shards_from_its_data_and_catches_up() {
         .shards
         .group(shard)
         .unwrap()
-        .propose(publish("while-away"))
+        .propose(publish("orders", "while-away"))
         .await;
     assert!(answer.is_ok(), "two of three replicas serve: {answer:?}");
 

@@ -155,16 +155,7 @@ impl Shards {
             placement::replication_factor(Some(factor), members.len()),
             &current,
             &leading,
-        )
-        .into_iter()
-        .map(|(shard, target)| {
-            let target = ShardTarget {
-                replicas: target.replicas,
-                leader: target.leader,
-            };
-            (shard, target)
-        })
-        .collect();
+        );
         let unchanged = record.as_ref().is_some_and(|record| {
             wanted
                 .iter()

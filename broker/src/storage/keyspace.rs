@@ -92,18 +92,23 @@ impl Mapping<'_> {
             .collect()
     }
 
-    fn batch(&self, batch: Batch) -> Result<Batch, StorageError> {
-        let mut ops = Vec::with_capacity(batch.ops.len());
-        for op in batch.ops {
-            ops.push(match op {
-                Op::Put(cf, key, value) => Op::Put(cf, self.key(cf, &key)?.into_owned(), value),
-                Op::Delete(cf, key) => Op::Delete(cf, self.key(cf, &key)?.into_owned()),
-                Op::DeleteRange(cf, from, to) => {
-                    Op::DeleteRange(cf, self.start(&from).into_owned(), self.end(&to).into_owned())
+    /// The batch in the shared store's keys, changed in place: group 0's
+    /// keys (every publish's) are checked, not copied.
+    fn batch(&self, mut batch: Batch) -> Result<Batch, StorageError> {
+        for op in &mut batch.ops {
+            match op {
+                Op::Put(cf, key, _) | Op::Delete(cf, key) => {
+                    let mapped = owned(self.key(*cf, key)?);
+                    replace(key, mapped);
                 }
-            });
+                Op::DeleteRange(_, from, to) => {
+                    let (start, end) = (owned(self.start(from)), owned(self.end(to)));
+                    replace(from, start);
+                    replace(to, end);
+                }
+            }
         }
-        Ok(Batch { ops })
+        Ok(batch)
     }
 
     fn scan(
@@ -113,6 +118,20 @@ impl Mapping<'_> {
         to: &[u8],
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self.strip(source(&self.start(from), &self.end(to))?))
+    }
+}
+
+/// A mapped key when the mapping had to build one.
+fn owned(key: Cow<'_, [u8]>) -> Option<Vec<u8>> {
+    match key {
+        Cow::Owned(key) => Some(key),
+        Cow::Borrowed(_) => None,
+    }
+}
+
+fn replace(key: &mut Vec<u8>, mapped: Option<Vec<u8>>) {
+    if let Some(mapped) = mapped {
+        *key = mapped;
     }
 }
 
