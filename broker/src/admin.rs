@@ -19,6 +19,7 @@ use crate::error::BrokerError;
 pub struct AdminState {
     pub node_id: NodeId,
     pub consensus: Consensus,
+    pub broker: crate::engine::Broker,
     pub metrics: PrometheusHandle,
 }
 
@@ -50,7 +51,7 @@ async fn live() -> impl IntoResponse {
 }
 
 /// Ready when this node reaches a quorum of its cluster (a leader it hears
-/// from, or, as leader, a quorum that answers it).
+/// from, or, as leader, a quorum that answers it) and serves every shard.
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     let view = state.consensus.local_status();
     let role = view
@@ -58,15 +59,20 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
         .iter()
         .find(|n| n.id == view.node_id)
         .map_or("joining", |n| n.role.as_str());
-    let leader = view.groups.first().and_then(|g| g.leader);
+    let leaders: serde_json::Map<String, serde_json::Value> = view
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), json!(g.leader.map(|l| l.to_string()))))
+        .collect();
+    let ready = view.quorum && state.broker.shards_open();
     let body = json!({
-        "ready": view.quorum,
+        "ready": ready,
         "node": state.node_id.to_string(),
         "role": role,
         "connected_nodes": view.nodes.iter().filter(|n| n.up).count(),
-        "shard_leaders": { "main": leader.map(|l| l.to_string()) },
+        "shard_leaders": leaders,
     });
-    let code = if view.quorum {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Raft log entries between snapshots (the log before a snapshot is purged).
     #[arg(long, env = "HERMOD_SNAPSHOT_EVERY_ENTRIES")]
     pub snapshot_every_entries: Option<u64>,
+    /// Shard groups of a new cluster (0: every topic in the metadata
+    /// group); fixed once the cluster has placed them.
+    #[arg(long, env = "HERMOD_SHARDS")]
+    pub shards: Option<u32>,
+    /// Replicas per shard (default: 3, or every node of a smaller cluster).
+    #[arg(long, env = "HERMOD_REPLICATION_FACTOR")]
+    pub replication_factor: Option<usize>,
 }
 
 /// The settings a TOML file may hold; every key is optional.
@@ -100,6 +107,8 @@ struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     snapshot_every_entries: Option<u64>,
+    shards: Option<u32>,
+    replication_factor: Option<usize>,
 }
 
 /// Log output format.
@@ -137,6 +146,10 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_every_entries: u64,
+    /// Shard groups a new cluster gets.
+    pub shards: u32,
+    /// Replicas per shard; `None` is min(3, nodes).
+    pub replication_factor: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -169,10 +182,14 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: crate::cluster::DEFAULT_HEARTBEAT_INTERVAL_MS,
             election_timeout_ms: crate::cluster::DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_every_entries: crate::cluster::DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            shards: crate::cluster::DEFAULT_SHARDS,
+            replication_factor: None,
         }
     }
 }
 
+/// Most replicas a shard may ask for.
+pub const MAX_REPLICATION_FACTOR: usize = 9;
 /// Most nodes `expect_nodes` may ask for.
 pub const MAX_EXPECT_NODES: u32 = 100;
 /// Fewest log entries between snapshots: more often would snapshot all the time.
@@ -216,6 +233,8 @@ impl ClusterConfig {
                 .snapshot_every_entries
                 .or(file.snapshot_every_entries)
                 .unwrap_or(defaults.snapshot_every_entries),
+            shards: args.shards.or(file.shards).unwrap_or(defaults.shards),
+            replication_factor: args.replication_factor.or(file.replication_factor),
         };
         config.validate()?;
         Ok(config)
@@ -247,6 +266,20 @@ impl ClusterConfig {
                     "join[{i}]: {seed:?} is not host:port"
                 )));
             }
+        }
+        if self.shards > crate::domain::MAX_SHARDS {
+            return Err(BrokerError::Config(format!(
+                "shards: {} is more than the allowed {}",
+                self.shards,
+                crate::domain::MAX_SHARDS
+            )));
+        }
+        if let Some(factor) = self.replication_factor
+            && !(1..=MAX_REPLICATION_FACTOR).contains(&factor)
+        {
+            return Err(BrokerError::Config(format!(
+                "replication_factor: {factor} is not between 1 and {MAX_REPLICATION_FACTOR}"
+            )));
         }
         if self.snapshot_every_entries < MIN_SNAPSHOT_EVERY_ENTRIES {
             return Err(BrokerError::Config(format!(

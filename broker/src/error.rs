@@ -35,6 +35,29 @@ pub enum BrokerError {
     Internal(String),
 }
 
+impl BrokerError {
+    /// The same error with the field it names starting `to` instead of
+    /// `from` (`messages[2]` → `messages[7]`): a part of a request handled
+    /// on its own names its items by their place in the whole.
+    pub fn renamed(self, from: &str, to: &str) -> Self {
+        let rename = |text: String| match text.strip_prefix(from) {
+            Some(rest) => format!("{to}{rest}"),
+            None => text,
+        };
+        match self {
+            BrokerError::Invalid(mut v) => {
+                v.field = rename(v.field);
+                BrokerError::Invalid(v)
+            }
+            BrokerError::NotFound(t) => BrokerError::NotFound(rename(t)),
+            BrokerError::AlreadyExists(t) => BrokerError::AlreadyExists(rename(t)),
+            BrokerError::FailedPrecondition(t) => BrokerError::FailedPrecondition(rename(t)),
+            BrokerError::ResourceExhausted(t) => BrokerError::ResourceExhausted(rename(t)),
+            other => other,
+        }
+    }
+}
+
 impl From<BrokerError> for tonic::Status {
     fn from(error: BrokerError) -> Self {
         use tonic::Code;

@@ -11,11 +11,11 @@ use tokio::sync::{mpsc, watch};
 use crate::admin;
 use crate::api::{BrokerService, ClusterService};
 use crate::cluster::{
-    ClusterOptions, Consensus, Faults, GrpcTransport, LIVE_INBOX_BATCHES, LocalNetwork, MAIN_GROUP, NodeId,
-    PeerHandler, PeerService, RELAY_INBOX, Transport,
+    ClusterOptions, Consensus, Faults, GroupParts, GroupSource, GrpcTransport, LIVE_INBOX_BATCHES,
+    LocalNetwork, MAIN_GROUP, NodeId, PeerHandler, PeerService, RELAY_INBOX, ShardOptions, Shards, Transport,
 };
 use crate::config::{Config, LogFormat, ServeArgs};
-use crate::engine::Broker;
+use crate::engine::{Broker, GroupSetup};
 use crate::error::BrokerError;
 use crate::state::{Reader, StateMachine};
 use crate::storage::{Keyspace, RocksStore, Store};
@@ -24,6 +24,10 @@ use crate::storage::{Keyspace, RocksStore, Store};
 const APPLIED_CHANNEL: usize = 1024;
 /// How long stopping waits for every task to let go of the database.
 pub const STOP_TIMEOUT_MS: u64 = 10_000;
+/// How long a one-node cluster may take to start its shards.
+pub const SHARDS_START_TIMEOUT_MS: u64 = 30_000;
+/// How often starting looks whether the shards are led yet.
+const SHARDS_START_POLL_MS: u64 = 20;
 /// Largest gRPC message accepted or sent: the largest payload plus headroom.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
@@ -32,6 +36,8 @@ pub struct Node {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub broker: Broker,
+    /// Drives this node's shard groups while it lives.
+    _shards: Shards,
     /// Ends once the database is closed.
     closed: watch::Receiver<()>,
     stop: watch::Sender<bool>,
@@ -154,12 +160,7 @@ impl Node {
 
         let rocks = RocksStore::open_with_cache(&config.data_dir.join("db"), config.cache_bytes)?;
         let closed = rocks.on_close();
-        let store: Arc<dyn Store> = Arc::new(rocks);
-        // The groups of a node share its database, each in its keyspace.
-        let store: Arc<dyn Store> = Keyspace::new(store, MAIN_GROUP);
-        let machine = StateMachine::open(store.clone())?;
-        let (applied_tx, applied_rx) = mpsc::channel(APPLIED_CHANNEL);
-        let reader = Reader::new(machine.clone());
+        let base: Arc<dyn Store> = Arc::new(rocks);
         let transport: Arc<dyn Transport> = match &links.local {
             Some(local) => Arc::new(local.clone()),
             None => Arc::new(GrpcTransport::default()),
@@ -176,11 +177,13 @@ impl Node {
             snapshot_dir: config.data_dir.join("snapshots"),
             snapshot_every_entries: config.cluster.snapshot_every_entries,
         };
+        // The groups of a node share its database, each in its keyspace.
+        let (main_parts, main_setup) = group_parts(&base, MAIN_GROUP, &config)?;
         let consensus = Consensus::open(
             options,
-            store,
-            machine,
-            applied_tx,
+            main_parts.store,
+            main_parts.machine,
+            main_parts.events,
             transport,
             links.faults.clone(),
         )
@@ -191,14 +194,17 @@ impl Node {
         if let Some(local) = &links.local {
             local.register(&advertise, &handler);
         }
-        let broker = Broker::start(
+        let configured = crate::domain::Shards::new("shards", config.cluster.shards)
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let broker = Broker::start(consensus.clone(), main_setup, configured, live_rx, relay_rx);
+        let shard_options = ShardOptions {
+            shards: config.cluster.shards,
+            replication_factor: config.cluster.replication_factor,
+        };
+        let shards = Shards::start(
             consensus.clone(),
-            reader,
-            config.auto_create_topics,
-            config.queue_window,
-            applied_rx,
-            live_rx,
-            relay_rx,
+            shard_options,
+            shard_source(base, &broker, &config),
         );
 
         let (stop, stopped) = watch::channel(false);
@@ -213,6 +219,7 @@ impl Node {
         let admin_state = admin::AdminState {
             node_id: id,
             consensus: consensus.clone(),
+            broker: broker.clone(),
             metrics,
         };
         tasks.push(tokio::spawn(admin::serve(
@@ -224,12 +231,17 @@ impl Node {
             grpc_addr,
             admin_addr,
             broker,
+            _shards: shards,
             closed,
             stop,
             tasks,
         };
         if !config.cluster.has_peers() {
-            if let Err(e) = consensus.form(stopped).await {
+            let formed = match consensus.form(stopped).await {
+                Ok(()) => node.wait_for_shards().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = formed {
                 node.stop().await;
                 return Err(e);
             }
@@ -243,11 +255,27 @@ impl Node {
         Ok(node)
     }
 
+    /// Waits until this node serves every shard, for a one-node cluster,
+    /// whose shards are placed and founded here as it starts.
+    async fn wait_for_shards(&self) -> Result<(), BrokerError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(SHARDS_START_TIMEOUT_MS);
+        while !self.broker.shards_led() {
+            if std::time::Instant::now() > deadline {
+                return Err(BrokerError::Unavailable(format!(
+                    "the shards did not start within {SHARDS_START_TIMEOUT_MS} ms"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(SHARDS_START_POLL_MS)).await;
+        }
+        Ok(())
+    }
+
     /// Stops serving, ends every task, and waits until the database is
     /// closed, so the same data directory can be opened again at once.
     pub async fn stop(self) {
         let Node {
             broker,
+            _shards,
             mut closed,
             stop,
             tasks,
@@ -260,6 +288,7 @@ impl Node {
         }
         broker.consensus().shutdown().await;
         drop(broker);
+        drop(_shards);
         // The last holder of the store may be closing it on another thread
         // (RocksDB flushes unlogged writes then): wait for the close itself.
         let limit = std::time::Duration::from_millis(STOP_TIMEOUT_MS);
@@ -267,6 +296,51 @@ impl Node {
             tracing::warn!("the database was still in use {STOP_TIMEOUT_MS} ms after stopping");
         }
     }
+}
+
+/// A group's state machine on its keyspace of `base`, and what its engine
+/// starts from.
+fn group_parts(
+    base: &Arc<dyn Store>,
+    group: u32,
+    config: &Config,
+) -> Result<(GroupParts, GroupSetup), BrokerError> {
+    let store: Arc<dyn Store> = Keyspace::new(base.clone(), group);
+    let machine = match group {
+        MAIN_GROUP => StateMachine::open(store.clone())?,
+        _ => StateMachine::open_shard(store.clone())?,
+    };
+    let (events, applied) = mpsc::channel(APPLIED_CHANNEL);
+    let setup = GroupSetup {
+        reader: Reader::new(machine.clone()),
+        auto_create_topics: config.auto_create_topics,
+        queue_window: config.queue_window,
+        applied,
+    };
+    let parts = GroupParts {
+        store,
+        machine,
+        events,
+        started: Box::new(|_| {}),
+    };
+    Ok((parts, setup))
+}
+
+/// Opens shard groups for `Shards`, each starting its engine in `broker`
+/// once open. A weak handle: the engine must not keep itself alive.
+fn shard_source(base: Arc<dyn Store>, broker: &Broker, config: &Config) -> GroupSource {
+    let broker = broker.downgrade();
+    let config = config.clone();
+    Arc::new(move |group| {
+        let (mut parts, setup) = group_parts(&base, group, &config)?;
+        let broker = broker.clone();
+        parts.started = Box::new(move |consensus| {
+            if let Some(broker) = broker.upgrade() {
+                broker.start_shard(consensus, setup);
+            }
+        });
+        Ok(parts)
+    })
 }
 
 /// The address peers and clients are told to use: `advertise`, or the bound

@@ -99,7 +99,20 @@ impl TestCluster {
             cluster.start_member(index).await?;
         }
         cluster.wait_for(|views| all_agree(views, size)).await?;
+        cluster.wait_settled().await?;
         Ok(cluster)
+    }
+
+    /// Waits until every running node sees every shard with the replicas and
+    /// the leader its placement names.
+    pub async fn wait_settled(&self) -> anyhow::Result<()> {
+        self.wait_for(|_| {
+            self.members
+                .iter()
+                .filter_map(|m| m.node.as_ref())
+                .all(|n| n.broker.shards_settled())
+        })
+        .await
     }
 
     /// Adds a node that joins through the first node's address; returns its index.
@@ -183,13 +196,15 @@ impl TestCluster {
             .collect()
     }
 
-    /// The index of the running node that leads, if exactly one claims to.
+    /// The index of the running node that leads the group of the tests'
+    /// topic (`jobs.t`, see [`exactly_once_job`]), if exactly one claims to.
     pub fn leader(&self) -> Option<usize> {
+        let topic = hermod_broker::domain::TopicName::parse("topic", JOBS_TOPIC).expect("a valid topic");
         let leaders: Vec<usize> = self
             .members
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.node.as_ref().is_some_and(|n| n.broker.consensus().is_leader()))
+            .filter(|(_, m)| m.node.as_ref().is_some_and(|n| n.broker.leads_topic(&topic)))
             .map(|(i, _)| i)
             .collect();
         (leaders.len() == 1).then(|| leaders[0])
@@ -236,23 +251,41 @@ impl TestCluster {
                         .iter()
                         .any(|n| n.id == v.node_id && n.role == Role::Leader)
             });
-            elected && self.leader().is_some()
+            let served = self
+                .members
+                .iter()
+                .filter_map(|m| m.node.as_ref())
+                .all(|n| n.broker.shards_led());
+            elected && served && self.leader().is_some()
         })
         .await?;
         self.leader()
             .ok_or_else(|| anyhow::anyhow!("no single node serves as the leader"))
     }
 
-    /// Waits until every running node has applied the leader's last entry.
+    /// Waits until every running replica of every group has applied that
+    /// group's last entry.
     pub async fn wait_caught_up(&self) -> anyhow::Result<()> {
         self.wait_for(|views| {
-            let applied: Vec<u64> = views.iter().map(|(_, v)| v.groups[0].applied_index).collect();
-            let last = views
+            let names: std::collections::BTreeSet<&str> = views
                 .iter()
-                .map(|(_, v)| v.groups[0].last_log_index)
-                .max()
-                .unwrap_or(0);
-            applied.iter().all(|a| *a == last)
+                .flat_map(|(_, v)| v.groups.iter().map(|g| g.name.as_str()))
+                .collect();
+            names.into_iter().all(|name| {
+                let replicas: Vec<_> = views
+                    .iter()
+                    .filter_map(|(_, v)| {
+                        v.groups
+                            .iter()
+                            .find(|g| g.name == name && g.replicas.contains(&v.node_id))
+                    })
+                    .collect();
+                // Every replica runs and has opened the group (a restarted
+                // node reopens its shards a moment after it starts).
+                let running = replicas.iter().map(|g| g.replicas.len()).max().unwrap_or(0);
+                let last = replicas.iter().map(|g| g.last_log_index).max().unwrap_or(0);
+                replicas.len() == running && replicas.iter().all(|g| g.applied_index == last)
+            })
         })
         .await
     }
@@ -272,9 +305,39 @@ pub fn all_agree(views: &[(usize, ClusterView)], size: usize) -> bool {
             .all(|(_, v)| v.quorum && v.groups[0].replicas.len() == size)
 }
 
+/// The topic of [`exactly_once_job`].
+pub const JOBS_TOPIC: &str = "jobs.t";
+
 /// An exactly-once message on `jobs.t` whose id and payload are `id`.
 pub fn exactly_once_job(id: &str) -> OutgoingMessage {
-    OutgoingMessage::new("jobs.t", id.to_string())
+    OutgoingMessage::new(JOBS_TOPIC, id.to_string())
         .id(id.to_string())
         .delivery(Delivery::ExactlyOnce)
+}
+
+/// Receives exactly `expected` from `subscription`, acking each with
+/// confirmation; fails on a duplicate or when nothing comes for 30 s.
+pub async fn consume_confirmed(
+    client: &Client,
+    subscription: &str,
+    expected: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let options = hermod_client::SubscribeOptions::subscription(subscription);
+    let mut subscriber = client.subscribe(options).await?;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < expected.len() {
+        let next = tokio::time::timeout(Duration::from_secs(30), subscriber.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {} arrived", got.len(), expected.len()))?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+        assert!(
+            got.insert(next.id.clone()),
+            "{} delivered twice after confirmed acks",
+            next.id
+        );
+        next.ack_confirmed().await?;
+    }
+    assert_eq!(&got, expected, "every acknowledged publish is delivered");
+    Ok(())
 }

@@ -116,6 +116,8 @@ async fn growing_from_one_node_to_three_replicates_the_existing_data() -> anyhow
     cluster.add_node().await?;
     cluster.add_node().await?;
     cluster.wait_for(|views| all_agree(views, 3)).await?;
+    // The shards gain their new replicas once the nodes joined.
+    cluster.wait_settled().await?;
     cluster.wait_caught_up().await?;
     for index in 1..3 {
         let topics = cluster.node(index).broker.list_topics();

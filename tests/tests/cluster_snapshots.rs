@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use hermod_broker::domain::{MessageKey, TopicName};
+use hermod_broker::cluster::DEFAULT_SHARDS;
+use hermod_broker::domain::{MessageKey, Shards, TopicName};
 use hermod_broker::state::{Reader, StateMachine};
-use hermod_broker::storage::{RocksStore, Store};
+use hermod_broker::storage::{Keyspace, RocksStore, Store};
 use hermod_client::{Delivery, OutgoingMessage};
 use hermod_tests::cluster::{Formation, Links, TestCluster};
 
@@ -38,7 +39,12 @@ async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot_and_holds_every
 
     cluster.restart(lagging).await?;
     cluster.wait_caught_up().await?;
-    let snapshots = std::fs::read_dir(cluster.members[lagging].dir.join("snapshots"))?
+    let group = shard_of_topic()?;
+    let snapshot_dir = cluster.members[lagging]
+        .dir
+        .join("snapshots")
+        .join(format!("group-{group}"));
+    let snapshots = std::fs::read_dir(snapshot_dir)?
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.file_name().to_string_lossy().starts_with("snapshot-"))
         .count();
@@ -60,10 +66,16 @@ async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot_and_holds_every
     Ok(())
 }
 
+/// The shard group that holds `TOPIC`.
+fn shard_of_topic() -> anyhow::Result<u32> {
+    Ok(Shards::new("shards", DEFAULT_SHARDS)?.group_of(&TopicName::parse("topic", TOPIC)?))
+}
+
 /// Every payload of `TOPIC` in the database at `dir`, read from disk.
 fn stored_payloads(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir)?);
-    let reader = Reader::new(StateMachine::open(store)?);
+    let shard: Arc<dyn Store> = Keyspace::new(store, shard_of_topic()?);
+    let reader = Reader::new(StateMachine::open_shard(shard)?);
     let topic = TopicName::parse("topic", TOPIC)?;
     let record = reader
         .machine()

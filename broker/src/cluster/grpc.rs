@@ -64,7 +64,9 @@ impl Transport for GrpcTransport {
                 PeerRequest::Hello(_) => client.hello(pb::HelloRequest { body }).await,
                 PeerRequest::Membership(_) => client.join(pb::JoinRequest { body }).await,
                 PeerRequest::Status => client.status(pb::StatusRequest { body }).await,
-                PeerRequest::Relay(_) => client.relay(pb::RelayRequest { body }).await,
+                PeerRequest::Relay(_) | PeerRequest::RelayIn { .. } => {
+                    client.relay(pb::RelayRequest { body }).await
+                }
             }
             .map_err(unreachable)?;
             PeerReply::decode(&reply.into_inner().body)

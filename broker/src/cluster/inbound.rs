@@ -85,20 +85,21 @@ impl PeerHandler {
                 PeerReply::Membership(self.consensus.change_membership(change).await)
             }
             PeerRequest::Status => PeerReply::Status(Box::new(self.consensus.local_status())),
-            PeerRequest::Relay(request) => PeerReply::Relay(self.relay(request).await),
+            PeerRequest::Relay(request) => PeerReply::Relay(self.relay(0, request).await),
+            PeerRequest::RelayIn { group, request } => PeerReply::Relay(self.relay(group, request).await),
         }
     }
 
     /// Hands a relay request to the engine and waits for its answer; the
     /// engine bounds how long a pull may wait.
-    async fn relay(&self, request: RelayRequest) -> RelayReply {
+    async fn relay(&self, group: u32, request: RelayRequest) -> RelayReply {
         let gone = RelayReply::refusal(
             &request,
             BrokerError::Unavailable("this node is shutting down; retry".into()),
         );
         let (reply, answer) = oneshot::channel();
-        if let Err(e) = self.relay.try_send((request, reply)) {
-            let (request, _) = e.into_inner();
+        if let Err(e) = self.relay.try_send((group, request, reply)) {
+            let (_, request, _) = e.into_inner();
             let busy =
                 BrokerError::Unavailable("this node has too many relay requests waiting; retry".into());
             return RelayReply::refusal(&request, busy);

@@ -59,7 +59,7 @@ pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
 pub use local::LocalNetwork;
 pub use log_store::LogStore;
 pub use relay::{RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
-pub use shards::{GroupParts, GroupSource, ShardOptions, Shards};
+pub use shards::{DEFAULT_SHARDS, GroupParts, GroupSource, ShardOptions, Shards};
 pub use state_machine::StateMachineStore;
 pub use status::{ClusterView, GroupView, NodeView, Role};
 pub use transport::{Faults, MembershipChange, NodeInfo, PEER_CALL_TIMEOUT_MS, Transport};
@@ -320,6 +320,18 @@ impl Consensus {
             .is_some_and(|ms| ms < limit)
     }
 
+    /// Waits until everything committed before now is applied here; this
+    /// node must lead. A read of the state machine after it sees every write
+    /// that was answered before it began.
+    pub async fn read_barrier(&self) -> Result<(), BrokerError> {
+        self.raft().ensure_linearizable().await.map(|_| ()).map_err(|e| {
+            BrokerError::Unavailable(format!(
+                "group {} cannot confirm its leadership: {e}; retry",
+                self.group_id()
+            ))
+        })
+    }
+
     /// Changes to true when this node becomes leader, to false when it stops leading.
     pub fn leadership(&self) -> watch::Receiver<bool> {
         self.inner.leading.clone()
@@ -336,6 +348,28 @@ impl Consensus {
         let metrics = watch.borrow();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some(NodeInfo {
+            id,
+            address: node.addr,
+        })
+    }
+
+    /// Where to send this group's writes: its leader when known, else, on
+    /// a node that holds no replica of a shard (and so never hears from
+    /// its leader), the leader its placement names.
+    pub fn leader_or_placed(&self) -> Option<NodeInfo> {
+        if let Some(leader) = self.leader_info() {
+            return Some(leader);
+        }
+        let main = self.group(MAIN_GROUP).filter(|_| self.group_id() != MAIN_GROUP)?;
+        let id = main.placement()?.placed.get(&self.group_id())?.target.leader;
+        let watch = main.raft().metrics();
+        let node = watch
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
         Some(NodeInfo {
             id,
             address: node.addr,

@@ -17,7 +17,7 @@ impl Consensus {
     /// and returns the state machine's answer. A node that does not lead
     /// forwards the command to the leader.
     pub async fn propose(&self, command: Command) -> Result<Response, BrokerError> {
-        match self.leader_info() {
+        match self.leader_or_placed() {
             Some(leader) if leader.id != self.node_id() => self.forward(leader, command).await,
             _ => self.propose_here(command).await,
         }
@@ -88,7 +88,20 @@ impl Consensus {
             command,
         };
         let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
-        match self.mesh().call(&leader.address, request, timeout).await {
+        let call = self.mesh().call(&leader.address, request, timeout);
+        tokio::pin!(call);
+        // A leader that falls silent while the write waits (this node was
+        // cut off from it) is given up on as soon as that shows, not at the
+        // end of the timeout; the client retries with the same message id.
+        let tick_ms = (self.options().election_timeout_ms / QUORUM_CHECKS_PER_ELECTION_TIMEOUT).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer,
+                _ = tick.tick() => self.check_heard(&leader)?,
+            }
+        };
+        match answer {
             Ok(PeerReply::Forward(result)) => {
                 metrics::counter!(crate::metrics::FORWARDED).increment(1);
                 result

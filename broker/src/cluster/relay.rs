@@ -85,23 +85,24 @@ impl RelayReply {
     }
 }
 
-/// A relay request handed to the engine, with where its answer goes.
-pub type RelayCall = (RelayRequest, oneshot::Sender<RelayReply>);
+/// A relay request handed to the engine, with the group it concerns and
+/// where its answer goes.
+pub type RelayCall = (u32, RelayRequest, oneshot::Sender<RelayReply>);
 
 impl Consensus {
     /// Sends `request` to the current leader. Fails, retryably, when no
     /// other node is known to lead or the leader cannot be reached.
     pub async fn relay(&self, request: RelayRequest, timeout: Duration) -> Result<RelayReply, BrokerError> {
         let leader = self
-            .leader_info()
+            .leader_or_placed()
             .filter(|leader| leader.id != self.node_id())
             .ok_or_else(|| BrokerError::Unavailable("no other node is known to lead; retry".into()))?;
         self.check_heard(&leader)?;
-        match self
-            .mesh()
-            .call(&leader.address, PeerRequest::Relay(request), timeout)
-            .await
-        {
+        let request = match self.group_id() {
+            0 => PeerRequest::Relay(request),
+            group => PeerRequest::RelayIn { group, request },
+        };
+        match self.mesh().call(&leader.address, request, timeout).await {
             Ok(PeerReply::Relay(reply)) => Ok(reply),
             Ok(other) => Err(BrokerError::Internal(format!(
                 "unexpected answer to a relay request: {other:?}"

@@ -22,6 +22,8 @@ use super::placement;
 use super::transport::{PeerReply, PeerRequest};
 use super::types::NodeId;
 
+/// Shard groups of a cluster whose first node does not choose.
+pub const DEFAULT_SHARDS: u32 = 8;
 /// How often each node looks at the placement record and acts on it.
 pub const PLACEMENT_TICK_MS: u64 = 500;
 /// Pause between two attempts of one node to hand a shard's leadership over.
@@ -45,6 +47,8 @@ pub struct GroupParts {
     pub machine: StateMachine,
     /// Where what applying its entries changed goes.
     pub events: mpsc::Sender<Vec<Applied>>,
+    /// Called once the group is open, to start what serves it.
+    pub started: Box<dyn FnOnce(Consensus) + Send>,
 }
 
 /// Opens the parts of a shard group on demand.
@@ -139,7 +143,13 @@ impl Shards {
             Some(record) => (record.shards, record.factor as usize),
             None => {
                 let factor = placement::replication_factor(self.inner.options.replication_factor, usize::MAX);
-                (self.inner.options.shards, factor)
+                // A data directory from before shards keeps its topics in
+                // group 0, where they are: such a cluster gets no shards.
+                let shards = match self.inner.main.holds_topics() {
+                    true => 0,
+                    false => self.inner.options.shards,
+                };
+                (shards, factor)
             }
         };
         let current = match &record {
@@ -220,6 +230,7 @@ impl Shards {
             .main
             .open_group(shard, parts.store, parts.machine, parts.events)
             .await?;
+        (parts.started)(group.clone());
         self.inner
             .open
             .lock()
@@ -390,6 +401,16 @@ impl Consensus {
     /// Group 0's placement record, as this node's replica has it.
     pub fn placement(&self) -> Option<PlacementRecord> {
         self.inner.machine.catalog().placement.clone()
+    }
+
+    /// Whether this group holds topics of users (not the broker's own).
+    fn holds_topics(&self) -> bool {
+        self.inner
+            .machine
+            .catalog()
+            .topics
+            .keys()
+            .any(|topic| !topic.is_reserved())
     }
 
     /// On group 0's leader, before node `id` is removed: has the shards

@@ -39,6 +39,7 @@ pub fn parts(store: &Arc<dyn Store>, group: u32) -> GroupParts {
         store: keyspace,
         machine,
         events,
+        started: Box::new(|_| {}),
     }
 }
 

@@ -94,6 +94,11 @@ pub enum PeerRequest {
         group: u32,
         after_ms: u64,
     },
+    /// A relay request for the engine of shard `group` (`Relay` is group 0's).
+    RelayIn {
+        group: u32,
+        request: RelayRequest,
+    },
 }
 
 /// What a node answers to `Hello`.

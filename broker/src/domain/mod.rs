@@ -4,12 +4,14 @@ pub mod limits;
 mod message;
 mod names;
 mod settings;
+mod shards;
 
 pub use message::{
     DeliveryGuarantee, Headers, Message, MessageKey, NewMessage, Priority, Sequence, Settle, validate_headers,
 };
 pub use names::{CLUSTER_EVENTS_TOPIC, MessageId, Pattern, SubscriptionName, TopicName};
 pub use settings::{PriorityPolicy, RetentionPolicy, StartPosition, SubscriptionSettings, TopicSettings};
+pub use shards::{MAX_SHARDS, META_GROUP, Shards};
 
 /// A request field that breaks a rule. `field` names it the way the client
 /// sent it (e.g. `messages[2].topic`), so the error tells the user what to fix.

@@ -14,37 +14,32 @@ use crate::domain::SubscriptionName;
 use crate::domain::limits::MAX_CONSUMER_CREDIT;
 use crate::error::BrokerError;
 
-use super::{Broker, CONSUMER_BUFFER_BATCHES, Delivery, Input, now_ms};
+use super::{CONSUMER_BUFFER_BATCHES, Delivery, Group, Input, now_ms};
 
 /// How long one pull through the leader waits for deliveries.
 pub const PULL_WAIT_MS: u64 = 500;
 /// Pause before looking for the dispatcher again after losing it.
 const REATTACH_PAUSE_MS: u64 = 100;
 
-/// A consumer of a durable subscription, wherever its dispatcher runs.
+/// A consumer of a durable subscription in one group, wherever the
+/// group's dispatcher runs.
 /// Dropping it ends the session; its unsettled deliveries are redelivered.
-pub struct Consumer {
+pub struct GroupConsumer {
     /// Batches of deliveries; an error ends the stream.
     pub deliveries: mpsc::Receiver<Result<Vec<Delivery>, BrokerError>>,
-    credit: Arc<Credit>,
-}
-
-impl Consumer {
-    /// Allows `messages` more deliveries.
-    pub fn grant(&self, messages: u32) {
-        self.credit.grant(messages);
-    }
+    pub credit: Arc<Credit>,
 }
 
 /// Credit granted by the consumer and not yet passed on to the dispatcher.
 #[derive(Default)]
-struct Credit {
+pub struct Credit {
     granted: AtomicU32,
     notify: Notify,
 }
 
 impl Credit {
-    fn grant(&self, messages: u32) {
+    /// Allows `messages` more deliveries.
+    pub fn grant(&self, messages: u32) {
         let _ = self
             .granted
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
@@ -70,7 +65,7 @@ type Out = mpsc::Sender<Result<Vec<Delivery>, BrokerError>>;
 
 /// The session's state across attachments.
 struct Session {
-    broker: Broker,
+    broker: Group,
     name: SubscriptionName,
     id: u64,
     credit: Arc<Credit>,
@@ -82,9 +77,9 @@ struct Session {
     out: Out,
 }
 
-impl Broker {
+impl Group {
     /// Starts a consumer session on `name` with `credit` deliveries allowed.
-    pub fn consume(&self, name: &SubscriptionName, credit: u32) -> Result<Consumer, BrokerError> {
+    pub fn consume(&self, name: &SubscriptionName, credit: u32) -> Result<GroupConsumer, BrokerError> {
         // A node that does not lead may not have applied a fresh
         // subscription yet: the leader answers for it.
         if !self.knows_subscription(name) && self.inner.consensus.is_leader() {
@@ -104,7 +99,7 @@ impl Broker {
             out,
         };
         self.spawn(session.run());
-        Ok(Consumer {
+        Ok(GroupConsumer {
             deliveries,
             credit: credit_cell,
         })

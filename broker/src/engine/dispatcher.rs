@@ -353,6 +353,7 @@ impl Dispatcher {
             key: lease.key.clone(),
             lease_id: lease.lease_id,
             epoch: self.epoch,
+            group: self.consensus.group_id(),
         };
         let delivery = message.delivery.weaker(self.settings.delivery);
         Some(Delivery {

@@ -1,18 +1,13 @@
-//! Following this node's leadership: the leader runs every durable
-//! subscription's dispatcher (leases live in its memory); a node that stops
-//! leading ends them, and consumer sessions find the new leader. Live
-//! messages from peers are offered here on every node.
+//! Following this node's leadership of one group: the leader runs every
+//! durable subscription's dispatcher (leases live in its memory); a node
+//! that stops leading ends them, and consumer sessions find the new leader.
 
 use std::sync::atomic::Ordering;
 
-use tokio::sync::mpsc;
-
-use crate::domain::Message;
-
-use super::{Broker, Input};
+use super::{Group, Input};
 
 /// Runs until the consensus layer stops.
-pub async fn follow(broker: Broker) {
+pub async fn follow(broker: Group) {
     let mut leading = broker.inner.consensus.leadership();
     loop {
         if *leading.borrow_and_update() {
@@ -27,7 +22,7 @@ pub async fn follow(broker: Broker) {
     }
 }
 
-fn lead(broker: &Broker) {
+fn lead(broker: &Group) {
     tracing::info!(
         "node {} leads; starting the subscriptions' dispatchers",
         broker.inner.consensus.node_id()
@@ -47,7 +42,7 @@ fn lead(broker: &Broker) {
     }
 }
 
-fn step_down(broker: &Broker) {
+fn step_down(broker: &Group) {
     // Leases granted while this node led are gone with its dispatchers:
     // their tokens must not be checked against the leases of a later term.
     broker.inner.epoch.store(rand::random(), Ordering::Relaxed);
@@ -71,14 +66,5 @@ fn step_down(broker: &Broker) {
         tokio::spawn(async move {
             let _ = inbox.send(Input::Shutdown).await;
         });
-    }
-}
-
-/// Offers at-most-once messages published on peers to this node's listeners.
-pub async fn receive_live(broker: Broker, mut batches: mpsc::Receiver<Vec<Message>>) {
-    while let Some(batch) = batches.recv().await {
-        for message in batch {
-            broker.offer_live(message);
-        }
     }
 }

@@ -7,9 +7,9 @@ use crate::domain::{DeliveryGuarantee, Message, NewMessage, TopicSettings};
 use crate::error::BrokerError;
 use crate::state::Published;
 
-use super::{Broker, Delivery, Input, now_ms};
+use super::{Delivery, Group, Input, now_ms};
 
-impl Broker {
+impl Group {
     /// Publishes a batch: at-most-once messages go straight to live
     /// consumers; the others are ordered, stored and fsynced first.
     pub async fn publish(&self, messages: Vec<NewMessage>) -> Vec<Result<Published, BrokerError>> {
@@ -27,8 +27,13 @@ impl Broker {
                 durable.push(message);
             }
         }
-        // Listeners on the other nodes hear at-most-once messages too.
-        self.inner.consensus.broadcast_live(live);
+        // Listeners on the other nodes hear at-most-once messages too: all
+        // of them, the members of group 0, not only this group's replicas.
+        let everyone = self.inner.consensus.group(0);
+        everyone
+            .as_ref()
+            .unwrap_or(&self.inner.consensus)
+            .broadcast_live(live);
         if !durable.is_empty() {
             match self.inner.batcher.publish(durable, now).await {
                 Ok(outcomes) => {

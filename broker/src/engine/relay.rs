@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::cluster::{RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
+use crate::cluster::{RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
 use crate::domain::SubscriptionName;
 use crate::error::BrokerError;
 
-use super::{Broker, Delivery, Input};
+use super::{Delivery, Group, Input};
 
 /// The longest a pull may wait for deliveries before it answers empty.
 pub const MAX_PULL_WAIT_MS: u64 = 2_000;
@@ -78,18 +78,8 @@ impl Remotes {
     }
 }
 
-/// Serves relay requests from peers until the engine stops.
-pub async fn serve(broker: Broker, mut calls: mpsc::Receiver<RelayCall>) {
-    while let Some((request, reply)) = calls.recv().await {
-        let broker = broker.clone();
-        broker.clone().spawn(async move {
-            let _ = reply.send(broker.answer_relay(request).await);
-        });
-    }
-}
-
 /// Releases relayed consumers whose node stopped pulling.
-pub async fn reap(broker: Broker) {
+pub async fn reap(broker: Group) {
     let mut ticker = tokio::time::interval(Duration::from_millis(REAP_EVERY_MS));
     loop {
         ticker.tick().await;
@@ -99,8 +89,8 @@ pub async fn reap(broker: Broker) {
     }
 }
 
-impl Broker {
-    async fn answer_relay(&self, request: RelayRequest) -> RelayReply {
+impl Group {
+    pub(super) async fn answer_relay(&self, request: RelayRequest) -> RelayReply {
         match request {
             RelayRequest::Pull {
                 subscription,

@@ -6,10 +6,10 @@ use tokio::sync::mpsc;
 use crate::domain::TopicName;
 use crate::state::{Applied, StoredRef};
 
-use super::{Broker, Delivery, Input};
+use super::{Delivery, Group, Input};
 
 /// Runs until the state machine's channel closes.
-pub async fn run(broker: Broker, mut applied: mpsc::Receiver<Vec<Applied>>) {
+pub async fn run(broker: Group, mut applied: mpsc::Receiver<Vec<Applied>>) {
     while let Some(changes) = applied.recv().await {
         for change in changes {
             route(&broker, change).await;
@@ -17,7 +17,7 @@ pub async fn run(broker: Broker, mut applied: mpsc::Receiver<Vec<Applied>>) {
     }
 }
 
-async fn route(broker: &Broker, change: Applied) {
+async fn route(broker: &Group, change: Applied) {
     match change {
         Applied::Stored(stored) => {
             offer_live(broker, &stored);
@@ -55,7 +55,7 @@ async fn route(broker: &Broker, change: Applied) {
 }
 
 /// The inboxes of the dispatchers whose pattern selects `topic`.
-fn inboxes_for(broker: &Broker, topic: &TopicName) -> Vec<mpsc::Sender<Input>> {
+fn inboxes_for(broker: &Group, topic: &TopicName) -> Vec<mpsc::Sender<Input>> {
     let dispatchers = broker.inner.dispatchers.lock().expect("dispatchers lock");
     dispatchers
         .values()
@@ -65,7 +65,7 @@ fn inboxes_for(broker: &Broker, topic: &TopicName) -> Vec<mpsc::Sender<Input>> {
 }
 
 /// Ephemeral listeners see durable messages live too, at most once.
-fn offer_live(broker: &Broker, stored: &StoredRef) {
+fn offer_live(broker: &Group, stored: &StoredRef) {
     // Live listeners see messages as they happen; a delayed message is not
     // happening yet, and they are not kept around to see it later.
     if stored.not_before_ms > super::now_ms() || !broker.inner.live.wants(&stored.key.topic) {

@@ -13,9 +13,9 @@ use crate::error::BrokerError;
 use crate::semantics::Claimed;
 use crate::state::{Command, Response};
 
-use super::{AckToken, Broker, Input, Settle};
+use super::{AckToken, Group, Input, Settle};
 
-impl Broker {
+impl Group {
     /// Settles each token; answers one result per token, in order. Acks are
     /// committed through consensus before they are answered, so an `Ok` ack
     /// is a confirmed ack: the message never comes again to that subscription.

@@ -1,6 +1,6 @@
-//! Ack tokens: opaque to clients, they name the subscription, the message
-//! and the lease a delivery was made under, with a checksum against forgery
-//! by accident.
+//! Ack tokens: opaque to clients, they name the subscription, the message,
+//! the group that delivered it and the lease it was delivered under, with a
+//! checksum against forgery by accident.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,10 +22,24 @@ pub struct AckToken {
     /// The incarnation of the delivering node's dispatcher; leases of an
     /// earlier one are no longer tracked.
     pub epoch: u64,
+    /// The Raft group that holds the message: the broker's own messages
+    /// (events, dead letters) live in the group that wrote them.
+    pub group: u32,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Wire {
+    subscription: String,
+    topic: String,
+    sequence: u64,
+    lease_id: u64,
+    epoch: u64,
+    group: u32,
+}
+
+/// A token of a node from before shards, which names no group: group 0.
+#[derive(Serialize, Deserialize)]
+struct WireWithoutGroup {
     subscription: String,
     topic: String,
     sequence: u64,
@@ -41,6 +55,7 @@ impl AckToken {
             sequence: self.key.sequence,
             lease_id: self.lease_id,
             epoch: self.epoch,
+            group: self.group,
         };
         URL_SAFE_NO_PAD.encode(encode(&wire))
     }
@@ -52,7 +67,20 @@ impl AckToken {
             return Err(invalid());
         }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let wire: Wire = decode(Cf::Meta, &bytes).map_err(|_| invalid())?;
+        let wire: Wire = match decode(Cf::Meta, &bytes) {
+            Ok(wire) => wire,
+            Err(_) => {
+                let old: WireWithoutGroup = decode(Cf::Meta, &bytes).map_err(|_| invalid())?;
+                Wire {
+                    subscription: old.subscription,
+                    topic: old.topic,
+                    sequence: old.sequence,
+                    lease_id: old.lease_id,
+                    epoch: old.epoch,
+                    group: 0,
+                }
+            }
+        };
         Ok(Self {
             subscription: SubscriptionName::parse(field, &wire.subscription).map_err(|_| invalid())?,
             key: MessageKey {
@@ -61,6 +89,7 @@ impl AckToken {
             },
             lease_id: wire.lease_id,
             epoch: wire.epoch,
+            group: wire.group,
         })
     }
 }
@@ -79,9 +108,21 @@ mod tests {
             },
             lease_id: 7,
             epoch: 99,
+            group: 3,
         };
         let text = token.encode();
         assert_eq!(AckToken::decode("ack_tokens[0]", &text).unwrap(), token);
+        // A token from before groups names group 0.
+        let old = WireWithoutGroup {
+            subscription: "workers".into(),
+            topic: "orders.eu".into(),
+            sequence: 42,
+            lease_id: 7,
+            epoch: 99,
+        };
+        let old = URL_SAFE_NO_PAD.encode(encode(&old));
+        let decoded = AckToken::decode("ack_tokens[0]", &old).unwrap();
+        assert_eq!((decoded.group, decoded.key.sequence), (0, 42));
         for bad in ["", "abc", "!!!!", &"A".repeat(MAX_TOKEN_CHARS + 1)] {
             let err = AckToken::decode("ack_tokens[0]", bad).unwrap_err();
             assert_eq!(err.field, "ack_tokens[0]");

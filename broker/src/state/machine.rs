@@ -15,6 +15,10 @@ use super::txn::Txn;
 pub struct StateMachine {
     store: Arc<dyn Store>,
     catalog: Arc<RwLock<Catalog>>,
+    /// Whether this group records subscription events: group 0 does, and
+    /// the shards, whose copies of every subscription follow group 0's, do
+    /// not repeat them.
+    subscription_events: bool,
 }
 
 /// Applies commands inside one transaction.
@@ -22,15 +26,27 @@ pub(super) struct Applier<'a, 'b> {
     pub catalog: &'a mut Catalog,
     pub txn: &'a mut Txn<'b>,
     pub out: &'a mut Vec<Applied>,
+    pub subscription_events: bool,
 }
 
 impl StateMachine {
+    /// The state machine of group 0, the metadata group.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StorageError> {
+        Self::open_group(store, true)
+    }
+
+    /// The state machine of a shard group.
+    pub fn open_shard(store: Arc<dyn Store>) -> Result<Self, StorageError> {
+        Self::open_group(store, false)
+    }
+
+    fn open_group(store: Arc<dyn Store>, subscription_events: bool) -> Result<Self, StorageError> {
         super::reindex::ensure_priority_index(store.as_ref())?;
         let catalog = Catalog::load(store.as_ref())?;
         Ok(Self {
             store,
             catalog: Arc::new(RwLock::new(catalog)),
+            subscription_events,
         })
     }
 
@@ -71,6 +87,7 @@ impl StateMachine {
             catalog: &mut catalog,
             txn,
             out,
+            subscription_events: self.subscription_events,
         };
         let mut responses = Vec::new();
         for command in commands {

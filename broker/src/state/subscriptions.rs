@@ -52,11 +52,13 @@ impl Applier<'_, '_> {
         self.txn.put(Cf::Meta, subscription_key(name), &record);
         self.catalog.subscriptions.insert(name.clone(), record.clone());
         self.out.push(Applied::SubscriptionCreated(name.clone()));
-        let event = Event::SubscriptionCreated {
-            subscription: name.as_str(),
-            pattern: settings.pattern.as_str(),
-        };
-        self.append_event(event, now_ms)?;
+        if self.subscription_events {
+            let event = Event::SubscriptionCreated {
+                subscription: name.as_str(),
+                pattern: settings.pattern.as_str(),
+            };
+            self.append_event(event, now_ms)?;
+        }
         Ok(Ok(record))
     }
 
@@ -107,12 +109,12 @@ impl Applier<'_, '_> {
         self.txn
             .delete_range(Cf::Acks, acks.clone(), keys::prefix_end(&acks));
         self.out.push(Applied::SubscriptionDeleted(name.clone()));
-        self.append_event(
-            Event::SubscriptionDeleted {
+        if self.subscription_events {
+            let event = Event::SubscriptionDeleted {
                 subscription: name.as_str(),
-            },
-            now_ms,
-        )?;
+            };
+            self.append_event(event, now_ms)?;
+        }
         Ok(Ok(()))
     }
 
