@@ -79,7 +79,9 @@ pub async fn read_back_messages(
         };
         let message = item.ok_or_else(|| anyhow::anyhow!("{name}: the stream ended"))??;
         message.ack().await?;
-        sequences.insert(message.sequence);
+        // A topic the broker writes in several groups (`$cluster.events`)
+        // has a sequence in each: a message is its sequence and id.
+        sequences.insert((message.sequence, message.id.clone()));
         deliveries.push((message.sequence, message.id.clone(), message.payload.clone()));
     }
     subscriber.close().await?;

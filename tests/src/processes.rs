@@ -49,6 +49,9 @@ impl NodeProcess {
 /// Several `hermod serve` processes forming one cluster.
 pub struct ClusterProcesses {
     pub nodes: Vec<NodeProcess>,
+    /// The group whose leader `leader_in` names: the metadata group, or
+    /// the shard of the topic given to [`watch_topic`](Self::watch_topic).
+    watched: Option<String>,
     temp: tempfile::TempDir,
 }
 
@@ -69,7 +72,11 @@ impl ClusterProcesses {
                 starts: 0,
             })
             .collect();
-        let mut cluster = Self { nodes, temp };
+        let mut cluster = Self {
+            nodes,
+            watched: None,
+            temp,
+        };
         for index in 0..size {
             cluster.spawn(index)?;
         }
@@ -298,13 +305,27 @@ impl ClusterProcesses {
         Ok(self.leader_in(&status))
     }
 
-    /// The index of the node `status` names as leader of its first group,
-    /// if the answering node has a quorum and the leader is one of ours.
+    /// From now on, "the leader" is the leader of the shard that holds
+    /// `topic` (in a cluster of the default number of shards).
+    pub fn watch_topic(&mut self, topic: &str) -> anyhow::Result<()> {
+        let topic = hermod_broker::domain::TopicName::parse("topic", topic)?;
+        let shards = hermod_broker::domain::Shards::new("shards", hermod_broker::cluster::DEFAULT_SHARDS)?;
+        self.watched = Some(format!("shard-{}", shards.group_of(&topic)));
+        Ok(())
+    }
+
+    /// The index of the node `status` names as leader of the watched group
+    /// (by default its first, the metadata group), if the answering node
+    /// has a quorum and the leader is one of ours.
     pub fn leader_in(&self, status: &ClusterStatus) -> Option<usize> {
         if !status.quorum {
             return None;
         }
-        let leader = status.groups.first()?.leader?;
+        let group = match &self.watched {
+            Some(name) => status.groups.iter().find(|g| &g.name == name)?,
+            None => status.groups.first()?,
+        };
+        let leader = group.leader?;
         let node = status.nodes.iter().find(|n| n.id == leader)?;
         self.index_of_address(&node.address)
     }

@@ -2,7 +2,8 @@
 //!
 //! A producer publishes exactly-once and at-least-once messages with
 //! explicit ids (retried by the client), an exactly-once consumer confirms
-//! every ack, an at-least-once consumer acks. Meanwhile the leader is
+//! every ack, an at-least-once consumer acks. Meanwhile the leader (of the
+//! shard the exactly-once messages go to) is
 //! SIGKILLed and restarted, a follower is paused with SIGSTOP for a few
 //! seconds, and finally all three nodes are SIGKILLed and restarted. A
 //! checker then proves:
@@ -415,6 +416,8 @@ async fn three_processes_survive_leader_kill_pause_and_full_restart_without_loss
 -> anyhow::Result<()> {
     let started = Instant::now();
     let mut cluster = ClusterProcesses::start(3)?;
+    // The leader killed is that of the shard the exactly-once load goes to.
+    cluster.watch_topic(EO_TOPIC)?;
     let outcome = scenario(&mut cluster).await;
     if let Err(e) = &outcome {
         eprintln!("FAILED after {:?}: {e:#}", started.elapsed());
@@ -580,7 +583,10 @@ async fn scenario(cluster: &mut ClusterProcesses) -> anyhow::Result<()> {
     // Nothing is left to redeliver: a confirmed ack redelivered late would
     // have been seen by the still running exactly-once consumer.
     wait_settled(cluster, leader, EO_SUBSCRIPTION).await?;
-    wait_settled(cluster, leader, ALO_SUBSCRIPTION).await?;
+    // The at-least-once messages live in another shard, with its own leader.
+    cluster.watch_topic(ALO_TOPIC)?;
+    let alo_leader = cluster.wait_for_leader(&all, PHASE).await?;
+    wait_settled(cluster, alo_leader, ALO_SUBSCRIPTION).await?;
     let _ = stop_consumers.send(true);
     for consumer in [eo_consumer, alo_consumer] {
         tokio::time::timeout(PHASE * 2, consumer)

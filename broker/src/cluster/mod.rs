@@ -58,7 +58,9 @@ pub use grpc::{GrpcTransport, PeerService};
 pub use inbound::{LIVE_INBOX_BATCHES, PeerHandler};
 pub use local::LocalNetwork;
 pub use log_store::LogStore;
-pub use relay::{RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RemoteConsumer};
+pub use relay::{
+    RELAY_INBOX, RelayCall, RelayReply, RelayRequest, RelayedDelivery, RelayedStats, RemoteConsumer,
+};
 pub use shards::{DEFAULT_SHARDS, GroupParts, GroupSource, ShardOptions, Shards};
 pub use state_machine::StateMachineStore;
 pub use status::{ClusterView, GroupView, NodeView, Role};

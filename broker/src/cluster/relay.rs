@@ -54,7 +54,13 @@ pub enum RelayRequest {
         field: String,
         settle: Settle,
     },
+    /// The subscription's counters in the leader's dispatcher.
+    Stats { subscription: SubscriptionName },
 }
+
+/// A subscription's backlog, messages in flight and consumers, as one
+/// group's leader counts them.
+pub type RelayedStats = (u64, u64, u32);
 
 /// One delivery as it crosses to the relaying node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +78,7 @@ pub enum RelayReply {
     Done(Result<(), BrokerError>),
     /// One result per token, in order.
     Settled(Vec<Result<(), BrokerError>>),
+    Stats(Result<RelayedStats, BrokerError>),
 }
 
 impl RelayReply {
@@ -81,6 +88,7 @@ impl RelayReply {
             RelayRequest::Pull { .. } => RelayReply::Pulled(Err(error)),
             RelayRequest::Credit { .. } | RelayRequest::Release { .. } => RelayReply::Done(Err(error)),
             RelayRequest::Settle { tokens, .. } => RelayReply::Settled(vec![Err(error); tokens.len()]),
+            RelayRequest::Stats { .. } => RelayReply::Stats(Err(error)),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::mpsc;
 
-use crate::cluster::{Consensus, RelayCall, RelayReply};
+use crate::cluster::{Consensus, PEER_CALL_TIMEOUT_MS, RelayCall, RelayReply, RelayRequest};
 use crate::domain::limits::{MAX_CONSUMER_CREDIT, MAX_SETTLE_BATCH};
 use crate::domain::{
     META_GROUP, Message, NewMessage, Pattern, Shards, SubscriptionName, SubscriptionSettings, TopicName,
@@ -438,14 +438,29 @@ impl Broker {
         out
     }
 
-    /// The subscription's counters summed over the groups this node leads.
+    /// The subscription's counters summed over every group, as each
+    /// group's leader counts them (a group whose leader cannot be asked
+    /// counts nothing).
     async fn stats(&self, name: &SubscriptionName) -> SubscriptionStats {
+        let asked = self.groups().into_iter().map(|group| async move {
+            if group.consensus().is_leader() {
+                let stats = group.stats(name).await;
+                return (stats.backlog, stats.in_flight, stats.consumers);
+            }
+            let request = RelayRequest::Stats {
+                subscription: name.clone(),
+            };
+            let timeout = std::time::Duration::from_millis(PEER_CALL_TIMEOUT_MS);
+            match group.consensus().relay(request, timeout).await {
+                Ok(RelayReply::Stats(Ok(stats))) => stats,
+                _ => (0, 0, 0),
+            }
+        });
         let mut total = SubscriptionStats::default();
-        for group in self.groups() {
-            let stats = group.stats(name).await;
-            total.backlog += stats.backlog;
-            total.in_flight += stats.in_flight;
-            total.consumers = total.consumers.max(stats.consumers);
+        for (backlog, in_flight, consumers) in futures::future::join_all(asked).await {
+            total.backlog += backlog;
+            total.in_flight += in_flight;
+            total.consumers = total.consumers.max(consumers);
         }
         total
     }

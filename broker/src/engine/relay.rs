@@ -134,6 +134,13 @@ impl Group {
                 }
                 RelayReply::Settled(self.settle_here(&tokens, &field, settle).await)
             }
+            RelayRequest::Stats { subscription } => RelayReply::Stats(match self.redirect() {
+                Some(redirect) => Err(redirect),
+                None => {
+                    let stats = self.stats(&subscription).await;
+                    Ok((stats.backlog, stats.in_flight, stats.consumers))
+                }
+            }),
         }
     }
 
