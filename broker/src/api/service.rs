@@ -139,7 +139,7 @@ impl BrokerApi for BrokerService {
     ) -> Result<Response<pb::TopicInfo>, Status> {
         let name = TopicName::parse_any("name", &request.into_inner().name).map_err(status)?;
         Ok(Response::new(convert::topic_out(
-            self.broker.get_topic(&name).map_err(status)?,
+            self.broker.get_topic(&name).await.map_err(status)?,
         )))
     }
 

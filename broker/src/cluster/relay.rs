@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::domain::{DeliveryGuarantee, Message, Settle, SubscriptionName};
+use crate::domain::{DeliveryGuarantee, Message, Settle, SubscriptionName, TopicName};
 use crate::error::BrokerError;
+use crate::state::TopicRecord;
 
 use super::Consensus;
 use super::transport::{PeerReply, PeerRequest};
@@ -56,6 +57,8 @@ pub enum RelayRequest {
     },
     /// The subscription's counters in the leader's dispatcher.
     Stats { subscription: SubscriptionName },
+    /// The group's record of a topic, for a node that holds no replica.
+    Topic { name: TopicName },
 }
 
 /// A subscription's backlog, messages in flight and consumers, as one
@@ -79,6 +82,7 @@ pub enum RelayReply {
     /// One result per token, in order.
     Settled(Vec<Result<(), BrokerError>>),
     Stats(Result<RelayedStats, BrokerError>),
+    Topic(Result<TopicRecord, BrokerError>),
 }
 
 impl RelayReply {
@@ -89,6 +93,7 @@ impl RelayReply {
             RelayRequest::Credit { .. } | RelayRequest::Release { .. } => RelayReply::Done(Err(error)),
             RelayRequest::Settle { tokens, .. } => RelayReply::Settled(vec![Err(error); tokens.len()]),
             RelayRequest::Stats { .. } => RelayReply::Stats(Err(error)),
+            RelayRequest::Topic { .. } => RelayReply::Topic(Err(error)),
         }
     }
 }

@@ -315,8 +315,57 @@ impl Broker {
     }
 
     /// The topic's record in its group, with the messages the broker wrote
-    /// to it in other groups (dead letters, events) counted in.
-    pub fn get_topic(&self, name: &TopicName) -> Result<TopicRecord, BrokerError> {
+    /// to it in other groups (dead letters, events) counted in. A group
+    /// this node holds no replica of is asked of its leader.
+    pub async fn get_topic(&self, name: &TopicName) -> Result<TopicRecord, BrokerError> {
+        let (home, _) = self.route(name)?;
+        let asked = self.groups().into_iter().map(|group| async move {
+            let id = group.consensus().group_id();
+            (id, self.topic_in(&group, name).await)
+        });
+        let mut record = None;
+        let mut copies = Vec::new();
+        for (id, answer) in futures::future::join_all(asked).await {
+            match answer {
+                _ if id == home => record = Some(answer),
+                Ok(copy) => copies.push(copy),
+                Err(_) => {}
+            }
+        }
+        let mut record = record.unwrap_or_else(|| Err(BrokerError::Internal("no home group".into())))?;
+        for copy in copies {
+            record.messages += copy.messages;
+            record.bytes += copy.bytes;
+        }
+        Ok(record)
+    }
+
+    /// A group's record of `name`: read here when the placement puts a
+    /// replica of the group on this node, else asked of its leader.
+    async fn topic_in(&self, group: &Group, name: &TopicName) -> Result<TopicRecord, BrokerError> {
+        let id = group.consensus().group_id();
+        let me = self.consensus().node_id();
+        let replicated_here = id == META_GROUP
+            || self
+                .consensus()
+                .placement()
+                .and_then(|record| record.placed.get(&id).map(|p| p.target.replicas.contains(&me)))
+                .unwrap_or(true);
+        if replicated_here {
+            return group.get_topic(name);
+        }
+        let request = RelayRequest::Topic { name: name.clone() };
+        let timeout = std::time::Duration::from_millis(PEER_CALL_TIMEOUT_MS);
+        match group.consensus().relay(request, timeout).await? {
+            RelayReply::Topic(answer) => answer,
+            other => Err(BrokerError::Internal(format!(
+                "unexpected answer to a topic read: {other:?}"
+            ))),
+        }
+    }
+
+    /// The topic's record as this node's replicas hold it.
+    fn local_topic(&self, name: &TopicName) -> Result<TopicRecord, BrokerError> {
         let (home, group) = self.route(name)?;
         let mut record = group.get_topic(name)?;
         for other in self.groups() {
@@ -330,7 +379,7 @@ impl Broker {
         Ok(record)
     }
 
-    /// Every topic any group on this node holds, once each.
+    /// Every topic any group replicated on this node holds, once each.
     pub fn list_topics(&self) -> Vec<TopicRecord> {
         let mut topics: BTreeMap<TopicName, TopicRecord> = BTreeMap::new();
         for group in self.groups() {
@@ -339,7 +388,7 @@ impl Broker {
                     continue;
                 }
                 let name = record.name.clone();
-                let record = self.get_topic(&name).unwrap_or(record);
+                let record = self.local_topic(&name).unwrap_or(record);
                 topics.insert(name, record);
             }
         }

@@ -134,6 +134,10 @@ impl Group {
                 }
                 RelayReply::Settled(self.settle_here(&tokens, &field, settle).await)
             }
+            RelayRequest::Topic { name } => RelayReply::Topic(match self.redirect() {
+                Some(redirect) => Err(redirect),
+                None => self.get_topic(&name),
+            }),
             RelayRequest::Stats { subscription } => RelayReply::Stats(match self.redirect() {
                 Some(redirect) => Err(redirect),
                 None => {
