@@ -16,6 +16,8 @@ use crate::free_port;
 /// several times the scheduling hiccups of a loaded 2-core machine.
 pub const TEST_HEARTBEAT_MS: u64 = 100;
 pub const TEST_ELECTION_TIMEOUT_MS: u64 = 600;
+/// Times a test cluster is started before a port taken by another test fails it.
+const START_ATTEMPTS: u32 = 3;
 /// How long a test waits for the cluster to reach a wanted state.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,8 +66,28 @@ impl TestCluster {
         Self::start_snapshotting(size, formation, links, DEFAULT_SNAPSHOT_EVERY_ENTRIES).await
     }
 
-    /// Like [`TestCluster::start_with`], with a snapshot every `entries` log entries.
+    /// Like [`TestCluster::start_with`], with a snapshot every `entries` log
+    /// entries. The ports are chosen free, yet another test may bind one
+    /// before its node does: then the cluster starts again on new ports.
     pub async fn start_snapshotting(
+        size: usize,
+        formation: Formation,
+        links: Links,
+        entries: u64,
+    ) -> anyhow::Result<Self> {
+        let mut attempts_left = START_ATTEMPTS;
+        loop {
+            attempts_left -= 1;
+            match Self::start_once(size, formation, links, entries).await {
+                Err(e) if attempts_left > 0 && e.to_string().contains("Address already in use") => {
+                    eprintln!("a port was taken meanwhile ({e}); starting the cluster again");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn start_once(
         size: usize,
         formation: Formation,
         links: Links,
@@ -96,7 +118,12 @@ impl TestCluster {
             });
         }
         for index in 0..size {
-            cluster.start_member(index).await?;
+            if let Err(e) = cluster.start_member(index).await {
+                for started in 0..index {
+                    cluster.stop(started).await;
+                }
+                return Err(e);
+            }
         }
         cluster.wait_for(|views| all_agree(views, size)).await?;
         cluster.wait_settled().await?;
