@@ -227,35 +227,14 @@ impl Broker {
     /// Publishes a batch, each message in its topic's group; the answers
     /// come in the order of `messages`.
     pub async fn publish(&self, messages: Vec<NewMessage>) -> Vec<Result<Published, BrokerError>> {
-        let mut results: Vec<Option<Result<Published, BrokerError>>> = vec![None; messages.len()];
-        let mut parts: BTreeMap<u32, (Group, Vec<usize>, Vec<NewMessage>)> = BTreeMap::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            match self.route(&message.topic) {
-                Ok((id, group)) => {
-                    let part = parts.entry(id).or_insert_with(|| (group, Vec::new(), Vec::new()));
-                    part.1.push(index);
-                    part.2.push(message);
-                }
-                Err(e) => results[index] = Some(Err(e)),
-            }
-        }
-        let answers = futures::future::join_all(
-            parts
-                .into_values()
-                .map(
-                    |(group, positions, messages)| async move { (positions, group.publish(messages).await) },
-                ),
-        )
-        .await;
-        for (positions, outcomes) in answers {
-            for (part_index, (position, outcome)) in positions.into_iter().zip(outcomes).enumerate() {
-                results[position] = Some(outcome.map_err(|e| renumber(e, "messages", part_index, position)));
-            }
-        }
-        results
+        let routed = messages
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("lost result".into()))))
-            .collect()
+            .map(|message| self.route(&message.topic).map(|(id, group)| (id, group, message)))
+            .collect();
+        scatter(routed, "messages", |group, messages| async move {
+            group.publish(messages).await
+        })
+        .await
     }
 
     /// Settles each token in the group of its message; one answer per
@@ -273,37 +252,20 @@ impl Broker {
             ));
             return vec![Err(e); tokens.len()];
         }
-        let mut results: Vec<Option<Result<(), BrokerError>>> = vec![None; tokens.len()];
-        let mut parts: BTreeMap<u32, (Group, Vec<usize>, Vec<String>)> = BTreeMap::new();
-        for (index, text) in tokens.iter().enumerate() {
-            let named = format!("{field}[{index}]");
-            let routed = AckToken::decode(&named, text)
-                .map_err(BrokerError::from)
-                .and_then(|token| self.group_of_token(&token, &named));
-            match routed {
-                Ok((id, group)) => {
-                    let part = parts.entry(id).or_insert_with(|| (group, Vec::new(), Vec::new()));
-                    part.1.push(index);
-                    part.2.push(text.clone());
-                }
-                Err(e) => results[index] = Some(Err(e)),
-            }
-        }
-        let answers =
-            futures::future::join_all(parts.into_values().map(|(group, positions, tokens)| async move {
-                let outcomes = group.settle(&tokens, field, settle).await;
-                (positions, outcomes)
-            }))
-            .await;
-        for (positions, outcomes) in answers {
-            for (part_index, (position, outcome)) in positions.into_iter().zip(outcomes).enumerate() {
-                results[position] = Some(outcome.map_err(|e| renumber(e, field, part_index, position)));
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("lost result".into()))))
-            .collect()
+        let routed = tokens
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let named = format!("{field}[{index}]");
+                let token = AckToken::decode(&named, text)?;
+                let (id, group) = self.group_of_token(&token, &named)?;
+                Ok((id, group, text.clone()))
+            })
+            .collect();
+        scatter(routed, field, |group, tokens| async move {
+            group.settle(&tokens, field, settle).await
+        })
+        .await
     }
 
     pub async fn create_topic(
@@ -528,6 +490,46 @@ impl Broker {
     pub fn unlisten(&self, id: u64) {
         self.inner.live.remove(id);
     }
+}
+
+/// Hands each routed item of a request to its group, one part per group,
+/// all at once; the answers come in the items' order, and errors name an
+/// item by its place in the whole request (`field[i]`).
+async fn scatter<T, R, F, Fut>(
+    routed: Vec<Result<(u32, Group, T), BrokerError>>,
+    field: &str,
+    handle: F,
+) -> Vec<Result<R, BrokerError>>
+where
+    F: Fn(Group, Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<R, BrokerError>>>,
+{
+    let mut results: Vec<Option<Result<R, BrokerError>>> = (0..routed.len()).map(|_| None).collect();
+    let mut parts: BTreeMap<u32, (Group, Vec<usize>, Vec<T>)> = BTreeMap::new();
+    for (index, item) in routed.into_iter().enumerate() {
+        match item {
+            Ok((id, group, item)) => {
+                let part = parts.entry(id).or_insert_with(|| (group, Vec::new(), Vec::new()));
+                part.1.push(index);
+                part.2.push(item);
+            }
+            Err(e) => results[index] = Some(Err(e)),
+        }
+    }
+    let answers = futures::future::join_all(parts.into_values().map(|(group, positions, items)| {
+        let answer = handle(group, items);
+        async move { (positions, answer.await) }
+    }))
+    .await;
+    for (positions, outcomes) in answers {
+        for (part_index, (position, outcome)) in positions.into_iter().zip(outcomes).enumerate() {
+            results[position] = Some(outcome.map_err(|e| renumber(e, field, part_index, position)));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("lost result".into()))))
+        .collect()
 }
 
 /// `field[from]` becomes `field[to]` in an error about one item of a part

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cluster::{PEER_CALL_TIMEOUT_MS, PROPOSE_TIMEOUT_MS, RelayReply, RelayRequest};
-use crate::domain::limits::MAX_SETTLE_BATCH;
 use crate::domain::{MessageKey, SubscriptionName};
 use crate::error::BrokerError;
 use crate::semantics::Claimed;
@@ -20,20 +19,13 @@ impl Group {
     /// committed through consensus before they are answered, so an `Ok` ack
     /// is a confirmed ack: the message never comes again to that subscription.
     /// Leases live on the leader: a node that does not lead relays the
-    /// request there.
+    /// request there. The node's engine has checked the batch's size.
     pub async fn settle(
         &self,
         tokens: &[String],
         field: &str,
         settle: Settle,
     ) -> Vec<Result<(), BrokerError>> {
-        if tokens.len() > MAX_SETTLE_BATCH {
-            let e = BrokerError::ResourceExhausted(format!(
-                "{field}: {} tokens, at most {MAX_SETTLE_BATCH} per request",
-                tokens.len()
-            ));
-            return vec![Err(e); tokens.len()];
-        }
         if self.inner.consensus.is_leader() {
             return self.settle_here(tokens, field, settle).await;
         }
