@@ -37,13 +37,13 @@ pub async fn run(spec: &Spec, launch: &HermodLaunch) -> anyhow::Result<Measured>
     let mut deployment = Deployment::hermod(launch, spec.name.nodes()).await?;
     let measured = async {
         if deployment.len() > 1 {
-            target_leader(&mut deployment).await?;
+            target_leader(&mut deployment, &spec.topic()).await?;
         }
         match spec.name.shape() {
             Shape::Backlog { .. } => backlog(spec, &deployment).await,
             Shape::MemoryBacklog => memory_backlog(spec, &deployment, launch).await,
             Shape::Failover => {
-                let cluster = HermodCluster::new(&deployment).await?;
+                let cluster = HermodCluster::new(&deployment, spec.topic()).await?;
                 failover::run_rounds(spec, &mut deployment, &cluster).await
             }
             _ => Ok(drive(spec, &deployment).await?.measured(spec.name.primary())),
@@ -67,9 +67,10 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
     Client::connect(options).await.context("connecting to hermod")
 }
 
-/// Points the clients at the cluster's leader, so a publish is not
-/// forwarded by a follower first (the client crate goes to the leader too).
-async fn target_leader(deployment: &mut Deployment) -> anyhow::Result<()> {
+/// Points the clients at the leader of `topic`'s shard, so that consumers
+/// attach where their messages are (publishes go there anyway: the client
+/// crate routes them to their shard's leader).
+async fn target_leader(deployment: &mut Deployment, topic: &str) -> anyhow::Result<()> {
     let client = connect(deployment.url()).await?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while Instant::now() < deadline {
@@ -77,7 +78,7 @@ async fn target_leader(deployment: &mut Deployment) -> anyhow::Result<()> {
             .cluster_status()
             .await
             .context("asking for the cluster status")?;
-        if let Some(url) = leader_url(&status)
+        if let Some(url) = leader_url(&status, topic)
             && deployment.target_node(&url)
         {
             return Ok(());
@@ -87,36 +88,38 @@ async fn target_leader(deployment: &mut Deployment) -> anyhow::Result<()> {
     anyhow::bail!("the cluster named no leader within {SETTLE_TIMEOUT:?}")
 }
 
-/// The client URL of the leader a node's view of the cluster names, from its advertised address.
-fn leader_url(status: &ClusterStatus) -> Option<String> {
-    let leader = status.groups.first()?.leader?;
-    let node = status.nodes.iter().find(|node| node.id == leader)?;
+/// The client URL of the leader of `topic`'s group as a node's view of the
+/// cluster names it, from its advertised address.
+fn leader_url(status: &ClusterStatus, topic: &str) -> Option<String> {
+    let node = status.leader_of(topic)?;
     Some(format!("http://{}", node.address))
 }
 
 /// Whether a node's view shows the cluster whole: that node has a quorum,
-/// the group a leader, and all `nodes` members are up.
-fn is_whole(status: &ClusterStatus, nodes: usize) -> bool {
+/// `topic`'s group a leader, and all `nodes` members are up.
+fn is_whole(status: &ClusterStatus, topic: &str, nodes: usize) -> bool {
     status.quorum
-        && leader_url(status).is_some()
+        && leader_url(status, topic).is_some()
         && status.nodes.len() == nodes
         && status.nodes.iter().all(|node| node.up)
 }
 
-/// leader-failover against Hermod: the leader and the cluster's health from
-/// `Cluster.Status` through a client that tries every node, and publishes
-/// through the client crate's `publish`.
+/// leader-failover against Hermod: the leader of the published topic's
+/// shard and the cluster's health from `Cluster.Status` through a client
+/// that tries every node, and publishes through the client crate's
+/// `publish` (routed to that leader).
 struct HermodCluster {
     /// Asks whichever node answers; one attempt per look, the rounds poll.
     admin: Client,
+    topic: String,
 }
 
 impl HermodCluster {
-    async fn new(deployment: &Deployment) -> anyhow::Result<Self> {
+    async fn new(deployment: &Deployment, topic: String) -> anyhow::Result<Self> {
         let admin = Client::connect(failover_options(deployment.urls()))
             .await
             .context("connecting to hermod")?;
-        Ok(Self { admin })
+        Ok(Self { admin, topic })
     }
 }
 
@@ -133,7 +136,7 @@ fn failover_options(urls: Vec<String>) -> ClientOptions {
 impl failover::Cluster for HermodCluster {
     async fn leader(&self, deployment: &Deployment) -> Option<usize> {
         let status = self.admin.cluster_status().await.ok()?;
-        deployment.index_of(&leader_url(&status)?)
+        deployment.index_of(&leader_url(&status, &self.topic)?)
     }
 
     async fn start_publisher(
@@ -164,7 +167,7 @@ impl failover::Cluster for HermodCluster {
 
     async fn whole(&self, deployment: &Deployment) -> bool {
         let status = self.admin.cluster_status().await;
-        status.is_ok_and(|status| is_whole(&status, deployment.len()))
+        status.is_ok_and(|status| is_whole(&status, &self.topic, deployment.len()))
     }
 }
 
@@ -415,7 +418,23 @@ mod tests {
         }
     }
 
-    /// A view of three nodes from node 2, led by `leader`, with node 3 `up` or not.
+    fn group(name: &str, leader: Option<u64>) -> RaftGroupInfo {
+        RaftGroupInfo {
+            name: name.to_owned(),
+            leader,
+            term: 4,
+            replicas: vec![1, 2, 3],
+            lag: 0,
+            last_log_index: 10,
+            applied_index: 10,
+        }
+    }
+
+    const TOPIC: &str = "bench.t";
+
+    /// A view of three nodes from node 2, with node 3 `up` or not: one
+    /// shard, which holds every user topic and is led by `leader`; node 3
+    /// leads the metadata group.
     fn status(leader: Option<u64>, third_up: bool) -> ClusterStatus {
         ClusterStatus {
             node_id: 2,
@@ -425,27 +444,20 @@ mod tests {
                 node(2, true, "follower"),
                 node(3, third_up, "follower"),
             ],
-            groups: vec![RaftGroupInfo {
-                name: "main-0".to_owned(),
-                leader,
-                term: 4,
-                replicas: vec![1, 2, 3],
-                lag: 0,
-                last_log_index: 10,
-                applied_index: 10,
-            }],
+            groups: vec![group("main-0", Some(3)), group("shard-1", leader)],
+            shards: 1,
         }
     }
 
     #[test]
-    fn the_leader_is_found_by_its_advertised_address() {
+    fn the_leader_of_the_topics_shard_is_found_by_its_advertised_address() {
         assert_eq!(
-            leader_url(&status(Some(1), true)).as_deref(),
+            leader_url(&status(Some(1), true), TOPIC).as_deref(),
             Some("http://127.0.0.1:7401")
         );
-        assert_eq!(leader_url(&status(None, true)), None);
+        assert_eq!(leader_url(&status(None, true), TOPIC), None);
         assert_eq!(
-            leader_url(&status(Some(9), true)),
+            leader_url(&status(Some(9), true), TOPIC),
             None,
             "a leader not among the nodes"
         );
@@ -453,9 +465,9 @@ mod tests {
 
     #[test]
     fn the_cluster_is_whole_with_a_leader_and_every_node_up() {
-        assert!(is_whole(&status(Some(1), true), 3));
-        assert!(!is_whole(&status(Some(1), false), 3), "a node down");
-        assert!(!is_whole(&status(None, true), 3), "no leader");
-        assert!(!is_whole(&status(Some(1), true), 4), "a node missing");
+        assert!(is_whole(&status(Some(1), true), TOPIC, 3));
+        assert!(!is_whole(&status(Some(1), false), TOPIC, 3), "a node down");
+        assert!(!is_whole(&status(None, true), TOPIC, 3), "no leader");
+        assert!(!is_whole(&status(Some(1), true), TOPIC, 4), "a node missing");
     }
 }

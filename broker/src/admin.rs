@@ -80,11 +80,13 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
-/// The JSON form of a cluster view, as `hermod cluster status --json` prints it.
-pub fn cluster_json(view: &ClusterView) -> serde_json::Value {
+/// The JSON form of a cluster view of a cluster of `shards` shard groups,
+/// as `hermod cluster status --json` prints it.
+pub fn cluster_json(view: &ClusterView, shards: u32) -> serde_json::Value {
     json!({
         "node_id": view.node_id,
         "quorum": view.quorum,
+        "shards": shards,
         "nodes": view.nodes.iter().map(|n| json!({
             "id": n.id,
             "address": n.address,
@@ -105,7 +107,8 @@ pub fn cluster_json(view: &ClusterView) -> serde_json::Value {
 }
 
 async fn cluster_status(State(state): State<AdminState>) -> impl IntoResponse {
-    Json(cluster_json(&state.consensus.status().await))
+    let shards = state.broker.shard_count().map_or(0, |shards| shards.count());
+    Json(cluster_json(&state.consensus.status().await, shards))
 }
 
 /// The body of `POST /api/cluster/join`.

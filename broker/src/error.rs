@@ -4,6 +4,9 @@ use crate::domain::ValidationError;
 
 /// The gRPC metadata key that names the leader's address to a client.
 pub const LEADER_HINT_METADATA: &str = "hermod-leader";
+/// The gRPC metadata key of a successful answer from a node that did not
+/// lead every group the request touched, so it forwarded part of it.
+pub const NOT_LEADER_METADATA: &str = "hermod-not-leader";
 
 /// Everything that can go wrong inside the broker. Serializable, because a
 /// node that forwards a request to the leader passes the leader's error on.

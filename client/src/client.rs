@@ -3,18 +3,22 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::connection::{Connection, Lease, Stub};
 use crate::error::{Error, Result, status_error};
 use crate::options::{ClientOptions, RetryPolicy};
 use crate::retry::{Idempotence, retry};
+use crate::routes::{ROUTES_LEARN_TIMEOUT_MS, Router};
 
 /// A connection to a Hermod cluster.
 ///
-/// Cheap to clone: clones share one connection. It goes to one broker at a
-/// time; when a retryable failure hits (the broker is gone, has no quorum,
-/// or names a leader), the next attempt reconnects, to the named leader or
-/// the next seed endpoint.
+/// Cheap to clone: clones share one connection. Requests go to one broker
+/// at a time, the seed connection; when a retryable failure hits (the
+/// broker is gone, has no quorum, or names a leader), the next attempt
+/// reconnects, to the named leader or the next seed endpoint. Publishes go
+/// straight to the leader of their topic's shard, learnt from the
+/// cluster's status (see [`ClientOptions::route_to_leaders`]).
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -22,6 +26,7 @@ pub struct Client {
 
 pub(crate) struct Inner {
     pub(crate) connection: Connection,
+    pub(crate) router: Router,
 }
 
 impl std::fmt::Debug for Client {
@@ -38,11 +43,19 @@ impl Client {
     /// `endpoints[i]`) for a malformed endpoint.
     pub async fn connect(options: ClientOptions) -> Result<Client> {
         let policy = options.retry;
+        let router = Router::new(options.clone());
         let connection = Connection::new(options)?;
         let client = Client {
-            inner: Arc::new(Inner { connection }),
+            inner: Arc::new(Inner { connection, router }),
         };
         retry(policy, Idempotence::Idempotent, |_| client.inner.connection.get()).await?;
+        // The first publishes already go to their leaders. A node slow to
+        // answer does not hold up the connection: the table is then learnt
+        // in the background on first use.
+        if client.inner.router.begin_refresh() {
+            let limit = Duration::from_millis(ROUTES_LEARN_TIMEOUT_MS).min(client.options().request_timeout);
+            let _ = tokio::time::timeout(limit, client.learn_routes()).await;
+        }
         Ok(client)
     }
 
@@ -54,6 +67,14 @@ impl Client {
     /// The options the client was made with.
     pub fn options(&self) -> &ClientOptions {
         self.inner.connection.options()
+    }
+
+    /// Where publishes to `topic` go now: the address of its shard's leader
+    /// as last learnt, or `None` when they go through the seed connection
+    /// (the seed's node leads that shard, the leader is unknown or its
+    /// address failed, or routing is off).
+    pub fn leader_route(&self, topic: &str) -> Option<String> {
+        self.inner.router.destination(topic)
     }
 
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
@@ -120,8 +141,6 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]

@@ -43,10 +43,27 @@ pub struct ClusterStatus {
     pub quorum: bool,
     pub nodes: Vec<ClusterNode>,
     pub groups: Vec<RaftGroupInfo>,
+    /// The number of shard groups (`shard-1` .. `shard-N`); 0 when every
+    /// topic lives in the metadata group `main-0`.
+    pub shards: u32,
+}
+
+impl ClusterStatus {
+    /// The node that leads the group holding `topic`, as this view has it:
+    /// the node a publish to `topic` is best sent to.
+    pub fn leader_of(&self, topic: &str) -> Option<&ClusterNode> {
+        let name = match hermod_proto::routing::group_of(topic, self.shards) {
+            hermod_proto::routing::META_GROUP => "main-0".to_owned(),
+            shard => format!("shard-{shard}"),
+        };
+        let leader = self.groups.iter().find(|g| g.name == name)?.leader?;
+        self.nodes.iter().find(|node| node.id == leader)
+    }
 }
 
 fn status_from_pb(status: pb::ClusterStatus) -> ClusterStatus {
     ClusterStatus {
+        shards: status.shards,
         node_id: status.node_id,
         quorum: status.quorum,
         nodes: status
@@ -81,6 +98,33 @@ fn cluster_stub(lease: crate::connection::Lease) -> ClusterClient<tonic::transpo
 }
 
 impl Client {
+    /// Starts learning the routing table in the background, when it is due.
+    pub(crate) fn refresh_routes(&self) {
+        if self.inner.router.begin_refresh() {
+            let client = self.clone();
+            tokio::spawn(async move { client.learn_routes().await });
+        }
+    }
+
+    /// Reads the routing table from the seed connection's node, in one
+    /// attempt: a failure leaves the old table, and the next use asks again.
+    pub(crate) async fn learn_routes(&self) {
+        let status = self
+            .attempt_on(
+                cluster_stub,
+                pb::ClusterStatusRequest {},
+                |mut stub, r| async move { stub.status(r).await },
+            )
+            .await;
+        match status {
+            Ok(status) => self.inner.router.install(&status_from_pb(status)),
+            Err(error) => {
+                tracing::debug!(%error, "routing table not learnt");
+                self.inner.router.refresh_failed();
+            }
+        }
+    }
+
     /// The cluster as the node this client is connected to sees it.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         let status = retry(self.retry_policy(), Idempotent, |_| {

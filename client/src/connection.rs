@@ -1,9 +1,11 @@
-//! One live connection to some broker of the cluster, replaced when it fails.
+//! The seed connection: one live connection to some broker of the cluster,
+//! replaced when it fails.
 //!
 //! Any node serves any request, so the client keeps a single channel and,
 //! after a retryable failure, drops it and connects to the next endpoint (or
 //! to the leader the broker named), rather than load-balancing: failover is
-//! what several seeds are for.
+//! what several seeds are for. Publishes that know their shard's leader
+//! take a direct channel instead (`routes.rs`).
 
 use std::sync::Mutex;
 
@@ -62,6 +64,13 @@ pub(crate) fn make_endpoint(options: &ClientOptions, url: &str, field: &str) -> 
         .keep_alive_while_idle(true))
 }
 
+/// The Broker service over `channel`, with the options' message limits.
+pub(crate) fn broker_stub(channel: Channel, options: &ClientOptions) -> Stub {
+    BrokerClient::new(channel)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes)
+}
+
 impl Connection {
     /// Validates the endpoints; connects on first use.
     pub(crate) fn new(options: ClientOptions) -> Result<Self> {
@@ -90,9 +99,7 @@ impl Connection {
     fn current(&self) -> Option<Lease> {
         let state = self.state.lock().expect("connection state lock");
         state.current.as_ref().map(|(channel, generation)| Lease {
-            stub: BrokerClient::new(channel.clone())
-                .max_decoding_message_size(self.options.max_message_bytes)
-                .max_encoding_message_size(self.options.max_message_bytes),
+            stub: broker_stub(channel.clone(), &self.options),
             channel: channel.clone(),
             generation: *generation,
         })

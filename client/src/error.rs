@@ -10,6 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// not the leader) may name the endpoint (`http://host:port`) to try instead.
 /// The client goes there on its next attempt.
 pub const LEADER_HINT_METADATA: &str = "hermod-leader";
+/// The gRPC metadata key of an answer from a node that forwarded part of
+/// the request, because it does not lead the group (a stale route).
+pub(crate) const NOT_LEADER_METADATA: &str = "hermod-not-leader";
 
 /// Everything a client call can fail with.
 ///

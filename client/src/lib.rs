@@ -2,7 +2,8 @@
 //!
 //! - [`Client::connect`] with [`ClientOptions`] (several seed endpoints,
 //!   timeouts, retry policy); the [`Client`] is cheap to clone and fails over
-//!   to another endpoint by itself.
+//!   to another endpoint by itself. It learns which node leads each shard
+//!   from the cluster's status and sends publishes there directly.
 //! - Publishing: [`Client::publish`], [`Client::publish_batch`], and the
 //!   pipelined [`Publisher`] with a bounded in-flight window. A message
 //!   without an id gets a UUIDv7 once, before its first attempt, and keeps
@@ -71,9 +72,11 @@ mod error;
 mod message;
 mod options;
 mod publish;
+mod publish_task;
 mod publisher;
 mod received;
 mod retry;
+mod routes;
 mod settings;
 mod subscriber;
 

@@ -65,6 +65,9 @@ pub struct ClientOptions {
     pub keep_alive_interval: Duration,
     pub max_message_bytes: usize,
     pub retry: RetryPolicy,
+    /// Whether publishes go straight to the leader of their topic's shard
+    /// (learnt from the cluster's status) rather than through the seed.
+    pub route_to_leaders: bool,
 }
 
 impl Default for ClientOptions {
@@ -77,6 +80,7 @@ impl Default for ClientOptions {
             // Payloads may be 16 MiB and a delivery batch holds many of them.
             max_message_bytes: 256 * 1024 * 1024,
             retry: RetryPolicy::default(),
+            route_to_leaders: true,
         }
     }
 }
@@ -136,6 +140,17 @@ impl ClientOptions {
         self.retry = policy;
         self
     }
+
+    /// Whether publishes go straight to their shard's leader (default on).
+    /// Turn it off when the client can reach only the seed endpoints, not
+    /// the addresses the nodes advertise (a load balancer in front of a
+    /// private network): every request then goes to the seed, which
+    /// forwards it. An advertised address that cannot be reached is also
+    /// skipped for a while on its own.
+    pub fn route_to_leaders(mut self, enabled: bool) -> Self {
+        self.route_to_leaders = enabled;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -149,11 +164,14 @@ mod tests {
             .endpoints(["b:7400", "http://c:7400"])
             .connect_timeout(Duration::from_secs(1))
             .request_timeout(Duration::from_secs(2))
-            .retry_policy(RetryPolicy::none());
+            .retry_policy(RetryPolicy::none())
+            .route_to_leaders(false);
         assert_eq!(options.endpoints, ["http://a:7400", "b:7400", "http://c:7400"]);
         assert_eq!(options.connect_timeout, Duration::from_secs(1));
         assert_eq!(options.request_timeout, Duration::from_secs(2));
         assert_eq!(options.retry.max_attempts, 1);
+        assert!(!options.route_to_leaders);
+        assert!(ClientOptions::new().route_to_leaders);
     }
 
     #[test]

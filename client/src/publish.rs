@@ -6,8 +6,9 @@ use std::future::Future;
 use hermod_proto::v1 as pb;
 
 use crate::client::Client;
+use crate::connection::broker_stub;
 use crate::convert::{prepare_message, receipt_from_pb};
-use crate::error::{Error, Result};
+use crate::error::{Error, NOT_LEADER_METADATA, Result, status_error};
 use crate::message::{OutgoingMessage, PublishReceipt};
 use crate::options::RetryPolicy;
 use crate::retry::Backoff;
@@ -43,23 +44,122 @@ impl Client {
         }
         let prepared = messages.into_iter().map(prepare_message).collect();
         publish_with_retry(self.retry_policy(), prepared, |messages| {
-            let request = pb::PublishRequest { messages };
-            async move {
-                let response = self
-                    .attempt(request, |mut stub, r| async move { stub.publish(r).await })
-                    .await?;
-                Ok(response.results)
-            }
+            self.send_publish(messages)
         })
         .await
     }
+
+    /// One round of a publish: the messages whose shard leader is known go
+    /// to it directly, the rest through the seed connection, all at once.
+    /// A part that fails as a whole fails only its own messages.
+    async fn send_publish(&self, messages: Vec<pb::PublishMessage>) -> Result<Vec<Answer>> {
+        self.refresh_routes();
+        let count = messages.len();
+        let mut parts: Vec<(Option<String>, Vec<usize>, Vec<pb::PublishMessage>)> = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            let destination = self.inner.router.destination(&message.topic);
+            match parts.iter_mut().find(|(to, _, _)| *to == destination) {
+                Some((_, indexes, batch)) => {
+                    indexes.push(index);
+                    batch.push(message);
+                }
+                None => parts.push((destination, vec![index], vec![message])),
+            }
+        }
+        if parts.len() == 1 {
+            let (destination, _, batch) = parts.pop().expect("one part");
+            return self.publish_to(destination, batch).await;
+        }
+        let rounds = parts.into_iter().map(|(destination, indexes, batch)| async move {
+            (indexes, self.publish_to(destination, batch).await)
+        });
+        let mut answers: Vec<Option<Answer>> = vec![None; count];
+        for (indexes, outcome) in futures::future::join_all(rounds).await {
+            for (n, index) in indexes.into_iter().enumerate() {
+                answers[index] = Some(match &outcome {
+                    Ok(results) => results[n].clone(),
+                    Err(error) => Err(error.clone()),
+                });
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(Error::protocol("message left without an answer"))))
+            .collect())
+    }
+
+    /// Publishes `batch` to the leader at `destination`, or through the seed
+    /// connection. A routed request that fails retryably drops the route and
+    /// goes through the seed at once: the seed's node forwards it.
+    async fn publish_to(
+        &self,
+        destination: Option<String>,
+        batch: Vec<pb::PublishMessage>,
+    ) -> Result<Vec<Answer>> {
+        let count = batch.len();
+        let answers = match destination {
+            Some(address) => match self.publish_routed(&address, batch.clone()).await {
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!(%error, %address, "routed publish failed; going through the seed");
+                    self.inner.router.forget(&address);
+                    self.publish_via_seed(batch).await
+                }
+                answers => answers,
+            },
+            None => self.publish_via_seed(batch).await,
+        }?;
+        if answers.len() != count {
+            return Err(Error::protocol(format!(
+                "{count} messages published, {} results returned",
+                answers.len()
+            )));
+        }
+        Ok(answers.into_iter().map(Ok).collect())
+    }
+
+    async fn publish_via_seed(&self, messages: Vec<pb::PublishMessage>) -> Result<Vec<pb::PublishResult>> {
+        let request = pb::PublishRequest { messages };
+        let response = self
+            .attempt(request, |mut stub, r| async move { stub.publish(r).await })
+            .await?;
+        Ok(response.results)
+    }
+
+    /// One attempt straight at the node at `address`. An answer saying that
+    /// node forwarded (it no longer leads) makes the routing table stale.
+    async fn publish_routed(
+        &self,
+        address: &str,
+        messages: Vec<pb::PublishMessage>,
+    ) -> Result<Vec<pb::PublishResult>> {
+        let mut stub = broker_stub(self.inner.router.channel(address)?, self.options());
+        let timeout = self.options().request_timeout;
+        let mut request = tonic::Request::new(pb::PublishRequest { messages });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, stub.publish(request)).await {
+            Ok(Ok(response)) => {
+                if response.metadata().contains_key(NOT_LEADER_METADATA) {
+                    self.inner.router.mark_stale();
+                    self.refresh_routes();
+                }
+                Ok(response.into_inner().results)
+            }
+            Ok(Err(status)) => Err(status_error(status)),
+            Err(_) => Err(Error::timeout(format!("{address}: no answer within {timeout:?}"))),
+        }
+    }
 }
+
+/// One message's answer in a round: the broker's result for it, or the
+/// failure of the request (or part of one) that carried it.
+pub(crate) type Answer = Result<pb::PublishResult>;
 
 /// The retry loop of a batch publish, with the sending injected.
 ///
 /// Each round sends the messages still pending: all of them at first, then
-/// those whose own result was a retryable error. A retryable failure of the
-/// whole request resends the same pending set. Ids never change: they were
+/// those whose own answer was a retryable error (their own result, or the
+/// failure of the part of the round that carried them). A retryable failure
+/// of the whole round resends the same pending set. Ids never change: they were
 /// fixed by [`prepare_message`] before the first round.
 pub(crate) async fn publish_with_retry<F, Fut>(
     policy: RetryPolicy,
@@ -68,7 +168,7 @@ pub(crate) async fn publish_with_retry<F, Fut>(
 ) -> Result<Vec<Result<PublishReceipt>>>
 where
     F: FnMut(Vec<pb::PublishMessage>) -> Fut,
-    Fut: Future<Output = Result<Vec<pb::PublishResult>>>,
+    Fut: Future<Output = Result<Vec<Answer>>>,
 {
     let mut results: Vec<Option<Result<PublishReceipt>>> = vec![None; messages.len()];
     let mut pending: Vec<(usize, pb::PublishMessage)> = messages.into_iter().enumerate().collect();
@@ -92,7 +192,7 @@ where
             Ok(answers) => {
                 let mut still_pending = Vec::new();
                 for ((index, message), answer) in pending.into_iter().zip(answers) {
-                    match item_outcome(answer, index) {
+                    match answer.and_then(|answer| item_outcome(answer, index)) {
                         Err(error) if !last_attempt && error.is_retryable() => {
                             still_pending.push((index, message));
                         }
@@ -153,8 +253,8 @@ mod tests {
         RetryPolicy::new(attempts, Duration::from_millis(1), Duration::from_millis(2))
     }
 
-    fn ack(message: &pb::PublishMessage, sequence: u64) -> pb::PublishResult {
-        pb::PublishResult {
+    fn ack(message: &pb::PublishMessage, sequence: u64) -> Answer {
+        Ok(pb::PublishResult {
             outcome: Some(pb::publish_result::Outcome::Ack(pb::PublishAck {
                 id: message.id.clone(),
                 topic: message.topic.clone(),
@@ -162,17 +262,17 @@ mod tests {
                 duplicate: false,
                 publish_time_ms: 1,
             })),
-        }
+        })
     }
 
-    fn item_error(code: Code, field: &str) -> pb::PublishResult {
-        pb::PublishResult {
+    fn item_error(code: Code, field: &str) -> Answer {
+        Ok(pb::PublishResult {
             outcome: Some(pb::publish_result::Outcome::Error(pb::ItemError {
                 code: code as i32,
                 message: "nope".into(),
                 field: field.into(),
             })),
-        }
+        })
     }
 
     fn unavailable() -> Error {
@@ -263,7 +363,7 @@ mod tests {
         let calls = Mutex::new(0);
         let err = publish_with_retry(policy(3), prepared(&["a"]), |_| {
             *calls.lock().unwrap() += 1;
-            async { Err::<Vec<pb::PublishResult>, _>(unavailable()) }
+            async { Err::<Vec<Answer>, _>(unavailable()) }
         })
         .await
         .unwrap_err();
@@ -283,12 +383,34 @@ mod tests {
         let calls = Mutex::new(0);
         let err = publish_with_retry(policy(3), prepared(&["a"]), |_| {
             *calls.lock().unwrap() += 1;
-            async { Err::<Vec<pb::PublishResult>, _>(Error::invalid("messages", "too many")) }
+            async { Err::<Vec<Answer>, _>(Error::invalid("messages", "too many")) }
         })
         .await
         .unwrap_err();
         assert_eq!(err.field(), Some("messages"));
         assert_eq!(*calls.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_part_that_failed_as_a_whole_resends_only_its_own_messages() {
+        let rounds = Mutex::new(Vec::new());
+        let results = publish_with_retry(policy(5), prepared(&["a", "b"]), |batch| {
+            let mut rounds = rounds.lock().unwrap();
+            rounds.push(batch.iter().map(|m| m.topic.clone()).collect::<Vec<_>>());
+            let round = rounds.len();
+            async move {
+                Ok(match round {
+                    // a's part was stored; b's part lost its connection.
+                    1 => vec![ack(&batch[0], 1), Err(unavailable())],
+                    _ => vec![ack(&batch[0], 2)],
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(rounds.into_inner().unwrap(), [vec!["a", "b"], vec!["b"]]);
+        assert_eq!(results[0].as_ref().unwrap().sequence, 1);
+        assert_eq!(results[1].as_ref().unwrap().sequence, 2);
     }
 
     #[tokio::test]

@@ -180,7 +180,8 @@ pub async fn probe_client(endpoint: String) -> anyhow::Result<Client> {
         .endpoint(endpoint.clone())
         .connect_timeout(PROBE_TIMEOUT)
         .request_timeout(PROBE_TIMEOUT)
-        .retry_policy(hermod_client::RetryPolicy::none());
+        .retry_policy(hermod_client::RetryPolicy::none())
+        .route_to_leaders(false);
     tokio::time::timeout(PROBE_TIMEOUT * 2, Client::connect(options))
         .await
         .map_err(|_| anyhow::anyhow!("{endpoint}: no connection within {:?}", PROBE_TIMEOUT * 2))?

@@ -199,10 +199,16 @@ impl TestCluster {
     }
 
     /// A client of the chosen nodes that retries through a failover: up to
-    /// 60 attempts, backing off from 50 ms to 500 ms.
+    /// 60 attempts, backing off from 50 ms to 500 ms. Its publishes go to
+    /// their shard's leader directly.
     pub async fn client(&self, nodes: &[usize]) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.client_options(nodes)).await?)
+    }
+
+    /// The options of [`TestCluster::client`].
+    pub fn client_options(&self, nodes: &[usize]) -> ClientOptions {
         let endpoints: Vec<String> = nodes.iter().map(|i| self.endpoint(*i)).collect();
-        let options = ClientOptions::new()
+        ClientOptions::new()
             .endpoints(endpoints)
             .connect_timeout(Duration::from_secs(1))
             .request_timeout(Duration::from_secs(15))
@@ -210,8 +216,13 @@ impl TestCluster {
                 60,
                 Duration::from_millis(50),
                 Duration::from_millis(500),
-            ));
-        Ok(Client::connect(options).await?)
+            ))
+    }
+
+    /// A client like [`TestCluster::client`] that sends every request to
+    /// the chosen nodes, so the nodes forward what they do not lead.
+    pub async fn unrouted_client(&self, nodes: &[usize]) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.client_options(nodes).route_to_leaders(false)).await?)
     }
 
     /// Every running node's own view, by index.
@@ -226,7 +237,13 @@ impl TestCluster {
     /// The index of the running node that leads the group of the tests'
     /// topic (`jobs.t`, see [`exactly_once_job`]), if exactly one claims to.
     pub fn leader(&self) -> Option<usize> {
-        let topic = hermod_broker::domain::TopicName::parse("topic", JOBS_TOPIC).expect("a valid topic");
+        self.leader_of(JOBS_TOPIC)
+    }
+
+    /// The index of the running node that leads the group of `topic`, if
+    /// exactly one claims to.
+    pub fn leader_of(&self, topic: &str) -> Option<usize> {
+        let topic = hermod_broker::domain::TopicName::parse("topic", topic).expect("a valid topic");
         let leaders: Vec<usize> = self
             .members
             .iter()

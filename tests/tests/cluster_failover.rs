@@ -72,7 +72,8 @@ async fn a_leader_cut_off_in_a_minority_refuses_writes_while_the_majority_serves
         ClientOptions::new()
             .endpoint(cluster.endpoint(old))
             .request_timeout(Duration::from_secs(20))
-            .retry_policy(RetryPolicy::none()),
+            .retry_policy(RetryPolicy::none())
+            .route_to_leaders(false),
     )
     .await?;
     let started = Instant::now();
@@ -135,7 +136,8 @@ async fn a_follower_cut_off_from_its_leader_refuses_writes_without_waiting_out_a
         ClientOptions::new()
             .endpoint(cluster.endpoint(follower))
             .request_timeout(Duration::from_secs(20))
-            .retry_policy(RetryPolicy::none()),
+            .retry_policy(RetryPolicy::none())
+            .route_to_leaders(false),
     )
     .await?;
     let started = Instant::now();
@@ -171,7 +173,8 @@ async fn a_write_waiting_on_a_leader_that_loses_its_quorum_fails_when_the_leader
         ClientOptions::new()
             .endpoint(cluster.endpoint(leader))
             .request_timeout(Duration::from_secs(20))
-            .retry_policy(RetryPolicy::none()),
+            .retry_policy(RetryPolicy::none())
+            .route_to_leaders(false),
     )
     .await?;
     client.publish(exactly_once_job("before")).await?;

@@ -19,9 +19,10 @@ impl ClusterService {
     }
 }
 
-/// The prost form of a cluster view.
-pub fn status_message(view: ClusterView) -> pb::ClusterStatus {
+/// The prost form of a cluster view of a cluster of `shards` shard groups.
+pub fn status_message(view: ClusterView, shards: u32) -> pb::ClusterStatus {
     pb::ClusterStatus {
+        shards,
         node_id: view.node_id,
         quorum: view.quorum,
         nodes: view
@@ -58,7 +59,10 @@ impl ClusterApi for ClusterService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         let view = self.broker.consensus().status().await;
-        Ok(Response::new(status_message(view)))
+        // Before placement a sharded node names no shards: clients then
+        // send everything to it, and it forwards.
+        let shards = self.broker.shard_count().map_or(0, |shards| shards.count());
+        Ok(Response::new(status_message(view, shards)))
     }
 
     async fn join(

@@ -43,12 +43,22 @@ pub fn open(
 
 type Out = mpsc::Sender<Result<pb::PublishStreamResponse, Status>>;
 
-/// Reads the stream in batches of what is already there, until it ends.
+/// Reads the stream in batches of what is already there, until it ends or
+/// the node stops (then the caller is told to go elsewhere, and what is in
+/// flight is still answered).
 async fn read(broker: Broker, mut incoming: Streaming<pb::PublishStreamRequest>, out: Out) {
     let permits = Arc::new(Semaphore::new(MAX_STREAM_IN_FLIGHT));
     let mut ended = false;
     while !ended {
-        let Some(Ok(first)) = incoming.next().await else {
+        let next = tokio::select! {
+            next = incoming.next() => next,
+            () = broker.stopped() => {
+                let stopping = Status::unavailable("this node is stopping; publish through another node");
+                let _ = out.send(Err(stopping)).await;
+                break;
+            }
+        };
+        let Some(Ok(first)) = next else {
             break;
         };
         let mut requests = vec![first];

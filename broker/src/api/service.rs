@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::domain::limits::MAX_PUBLISH_BATCH;
 use crate::domain::{SubscriptionName, TopicName};
 use crate::engine::{Broker, Settle};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, NOT_LEADER_METADATA};
 
 use super::convert;
 
@@ -64,14 +64,25 @@ impl BrokerApi for BrokerService {
                 Err(e) => results.push(Some(convert::publish_result(Err(e.into())))),
             }
         }
+        // Checked before the publish, when the request's route was chosen.
+        let forwarded = valid.iter().any(|m| !self.broker.leads_topic(&m.topic));
         let outcomes = self.broker.publish(valid).await;
         for (position, outcome) in positions.into_iter().zip(outcomes) {
             let outcome = outcome.map_err(|e| rename_index(e, position));
             results[position] = Some(convert::publish_result(outcome));
         }
-        Ok(Response::new(pb::PublishResponse {
+        let mut response = Response::new(pb::PublishResponse {
             results: results.into_iter().flatten().collect(),
-        }))
+        });
+        if forwarded {
+            // Tells a routing client that its table is stale: this node
+            // passed part of the request on to another group's leader.
+            response.metadata_mut().insert(
+                NOT_LEADER_METADATA,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        Ok(response)
     }
 
     type PublishStreamStream = BoxStream<pb::PublishStreamResponse>;

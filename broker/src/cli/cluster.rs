@@ -74,11 +74,12 @@ pub async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `{"node_id", "quorum", "nodes": [...], "groups": [...]}`.
+/// `{"node_id", "quorum", "shards", "nodes": [...], "groups": [...]}`.
 pub fn status_json(status: &ClusterStatus) -> Value {
     json!({
         "node_id": status.node_id,
         "quorum": status.quorum,
+        "shards": status.shards,
         "nodes": status.nodes.iter().map(|n| json!({
             "id": n.id,
             "address": n.address,

@@ -11,7 +11,7 @@ use super::{TopicName, ValidationError};
 /// The most shards a cluster may have.
 pub const MAX_SHARDS: u32 = 256;
 /// The metadata group: membership, subscriptions, placement, `$` topics.
-pub const META_GROUP: u32 = 0;
+pub const META_GROUP: u32 = hermod_proto::routing::META_GROUP;
 
 /// The number of shard groups of a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,23 +35,11 @@ impl Shards {
         self.0
     }
 
-    /// The group that holds `topic`. A fixed hash (FNV-1a): every node, of
-    /// every version, must agree on it.
+    /// The group that holds `topic`: the wire contract's fixed hash, which
+    /// clients route by too.
     pub fn group_of(self, topic: &TopicName) -> u32 {
-        if topic.is_reserved() || self.0 == 0 {
-            return META_GROUP;
-        }
-        let hash = fnv1a(topic.as_str().as_bytes());
-        1 + (hash % u64::from(self.0)) as u32
+        hermod_proto::routing::group_of(topic.as_str(), self.0)
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes
-        .iter()
-        .fold(OFFSET, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
 }
 
 #[cfg(test)]
@@ -78,17 +66,14 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_fixed_and_spreads_topics() {
-        // Known FNV-1a values: a change here moves topics between shards.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    fn topics_are_placed_by_the_wire_contracts_hash() {
         let shards = Shards::new("shards", 8).unwrap();
-        let mut used = std::collections::BTreeSet::new();
-        for n in 0..200 {
-            let group = shards.group_of(&topic(&format!("orders.{n}")));
-            assert!((1..=8).contains(&group));
-            used.insert(group);
+        for n in 0..50 {
+            let name = format!("orders.{n}");
+            assert_eq!(
+                shards.group_of(&topic(&name)),
+                hermod_proto::routing::group_of(&name, 8)
+            );
         }
-        assert_eq!(used.len(), 8, "200 topics reach every shard");
     }
 }

@@ -90,6 +90,13 @@ impl Broker {
         }
     }
 
+    /// Resolves once the engine is stopping: long-lived calls end then, so
+    /// the server's graceful shutdown does not wait on them forever.
+    pub async fn stopped(&self) {
+        let mut stopping = self.inner.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
     pub fn downgrade(&self) -> WeakBroker {
         WeakBroker(Arc::downgrade(&self.inner))
     }

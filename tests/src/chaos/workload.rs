@@ -119,10 +119,13 @@ pub struct ConsumerLog {
     pub violations: Vec<String>,
 }
 
-/// A client of every node that retries with the same message id.
+/// A client of every node that retries with the same message id. It does
+/// not route to leaders: it reaches the containers through published ports,
+/// and the addresses they advertise (`nK:7400`) resolve only among them.
 pub async fn connect(endpoints: Vec<String>) -> anyhow::Result<Client> {
     let options = ClientOptions::new()
         .endpoints(endpoints)
+        .route_to_leaders(false)
         .connect_timeout(CONNECT_TIMEOUT)
         .request_timeout(REQUEST_TIMEOUT)
         .retry_policy(RetryPolicy::new(
