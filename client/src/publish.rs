@@ -55,22 +55,15 @@ impl Client {
     async fn send_publish(&self, messages: Vec<pb::PublishMessage>) -> Result<Vec<Answer>> {
         self.refresh_routes();
         let count = messages.len();
-        let mut parts: Vec<(Option<String>, Vec<usize>, Vec<pb::PublishMessage>)> = Vec::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            let destination = self.inner.router.destination(&message.topic);
-            match parts.iter_mut().find(|(to, _, _)| *to == destination) {
-                Some((_, indexes, batch)) => {
-                    indexes.push(index);
-                    batch.push(message);
-                }
-                None => parts.push((destination, vec![index], vec![message])),
-            }
-        }
+        let numbered = messages.into_iter().enumerate();
+        let mut parts = self.inner.router.split(numbered, |(_, message)| &message.topic);
         if parts.len() == 1 {
-            let (destination, _, batch) = parts.pop().expect("one part");
+            let (destination, part) = parts.pop().expect("one part");
+            let batch = part.into_iter().map(|(_, message)| message).collect();
             return self.publish_to(destination, batch).await;
         }
-        let rounds = parts.into_iter().map(|(destination, indexes, batch)| async move {
+        let rounds = parts.into_iter().map(|(destination, part)| async move {
+            let (indexes, batch): (Vec<usize>, Vec<_>) = part.into_iter().unzip();
             (indexes, self.publish_to(destination, batch).await)
         });
         let mut answers: Vec<Option<Answer>> = vec![None; count];

@@ -129,14 +129,7 @@ impl PublishTask {
     /// keeping the jobs' order within each destination.
     async fn dispatch(&mut self, jobs: Vec<Job>) {
         self.client.refresh_routes();
-        let mut parts: Vec<(Destination, Vec<Job>)> = Vec::new();
-        for job in jobs {
-            let destination = self.client.inner.router.destination(&job.message.topic);
-            match parts.iter_mut().find(|(to, _)| *to == destination) {
-                Some((_, part)) => part.push(job),
-                None => parts.push((destination, vec![job])),
-            }
-        }
+        let parts = self.client.inner.router.split(jobs, |job| &job.message.topic);
         for (destination, jobs) in parts {
             self.dispatch_to(destination, jobs).await;
         }

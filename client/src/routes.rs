@@ -128,6 +128,24 @@ impl Router {
         }
     }
 
+    /// `items` grouped by where each one's topic goes, in first-seen order
+    /// of destination and, within one, in the items' order.
+    pub(crate) fn split<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        topic: impl Fn(&T) -> &str,
+    ) -> Vec<(Option<String>, Vec<T>)> {
+        let mut parts: Vec<(Option<String>, Vec<T>)> = Vec::new();
+        for item in items {
+            let destination = self.destination(topic(&item));
+            match parts.iter_mut().find(|(to, _)| *to == destination) {
+                Some((_, part)) => part.push(item),
+                None => parts.push((destination, vec![item])),
+            }
+        }
+        parts
+    }
+
     /// A channel to `address`, made on first use; it connects lazily, so a
     /// failure shows on the first call over it.
     pub(crate) fn channel(&self, address: &str) -> Result<Channel> {
@@ -310,6 +328,21 @@ mod tests {
         router.install(&status(1, vec![group("shard-1", Some(2))]));
         assert_eq!(router.destination(&topic), None);
         assert_eq!(router.table().unwrap().leader_of(&topic), Some("10.0.0.2:7400"));
+    }
+
+    #[test]
+    fn items_are_split_by_destination_keeping_their_order() {
+        let router = Router::new(ClientOptions::new());
+        router.install(&status(
+            2,
+            vec![group("shard-1", Some(2)), group("shard-2", Some(1))],
+        ));
+        let (a, b) = (topic_in(1, 2), topic_in(2, 2));
+        let parts = router.split([&a, &b, &a], |topic| topic.as_str());
+        assert_eq!(
+            parts,
+            [(Some("10.0.0.2:7400".to_owned()), vec![&a, &a]), (None, vec![&b]),]
+        );
     }
 
     #[test]

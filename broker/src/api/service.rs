@@ -65,7 +65,7 @@ impl BrokerApi for BrokerService {
             }
         }
         // Checked before the publish, when the request's route was chosen.
-        let forwarded = valid.iter().any(|m| !self.broker.leads_topic(&m.topic));
+        let forwarded = !self.broker.leads_all(valid.iter().map(|m| &m.topic));
         let outcomes = self.broker.publish(valid).await;
         for (position, outcome) in positions.into_iter().zip(outcomes) {
             let outcome = outcome.map_err(|e| rename_index(e, position));

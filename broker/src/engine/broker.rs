@@ -181,6 +181,24 @@ impl Broker {
             })
     }
 
+    /// Whether this node leads the group of every one of `topics`, so a
+    /// request about them is served here, not forwarded. Each group is
+    /// looked at once, however many of the topics it holds.
+    pub fn leads_all<'a>(&self, topics: impl IntoIterator<Item = &'a TopicName>) -> bool {
+        let Ok(shards) = self.shard_count() else {
+            return false;
+        };
+        let mut led = Vec::new();
+        topics.into_iter().all(|topic| {
+            let id = shards.group_of(topic);
+            if led.contains(&id) {
+                return true;
+            }
+            led.push(id);
+            self.group(id).is_some_and(|group| group.consensus().is_leader())
+        })
+    }
+
     /// Whether this node leads, with a quorum, the group that holds `topic`.
     pub fn leads_topic(&self, topic: &TopicName) -> bool {
         self.route(topic)
