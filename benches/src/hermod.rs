@@ -96,12 +96,38 @@ fn leader_url(status: &ClusterStatus, topic: &str) -> Option<String> {
 }
 
 /// Whether a node's view shows the cluster whole: that node has a quorum,
-/// `topic`'s group a leader, and all `nodes` members are up.
+/// `topic`'s group a leader, all `nodes` members are up, and the shards'
+/// leaderships are spread evenly again. The last matters to the next
+/// round: a node that comes back is handed its leaderships a few seconds
+/// later, and a kill that met such a handover would time the handover, not
+/// an election.
 fn is_whole(status: &ClusterStatus, topic: &str, nodes: usize) -> bool {
     status.quorum
         && leader_url(status, topic).is_some()
         && status.nodes.len() == nodes
         && status.nodes.iter().all(|node| node.up)
+        && leaders_spread_evenly(status)
+}
+
+/// Whether every shard group has a leader and no node leads more than one
+/// shard more than another (what the cluster's placement aims at).
+fn leaders_spread_evenly(status: &ClusterStatus) -> bool {
+    let shards = status
+        .groups
+        .iter()
+        .filter(|group| group.name.starts_with("shard-"));
+    let mut led: Vec<usize> = vec![0; status.nodes.len()];
+    for shard in shards {
+        let Some(index) = shard
+            .leader
+            .and_then(|leader| status.nodes.iter().position(|node| node.id == leader))
+        else {
+            return false;
+        };
+        led[index] += 1;
+    }
+    let (fewest, most) = (led.iter().min(), led.iter().max());
+    fewest.zip(most).is_none_or(|(fewest, most)| most - fewest <= 1)
 }
 
 /// leader-failover against Hermod: the leader of the published topic's
@@ -469,5 +495,29 @@ mod tests {
         assert!(!is_whole(&status(Some(1), false), TOPIC, 3), "a node down");
         assert!(!is_whole(&status(None, true), TOPIC, 3), "no leader");
         assert!(!is_whole(&status(Some(1), true), TOPIC, 4), "a node missing");
+    }
+
+    #[test]
+    fn the_cluster_is_whole_only_once_shard_leaderships_are_spread_again() {
+        let spread = |leaders: &[u64]| {
+            let mut status = status(Some(leaders[0]), true);
+            status.groups.truncate(1);
+            for (index, leader) in leaders.iter().enumerate() {
+                status
+                    .groups
+                    .push(group(&format!("shard-{}", index + 1), Some(*leader)));
+            }
+            status.shards = leaders.len() as u32;
+            is_whole(&status, TOPIC, 3)
+        };
+        assert!(spread(&[1, 2, 3, 1, 2, 3, 1, 2]));
+        assert!(
+            !spread(&[2, 2, 3, 3, 2, 3, 2, 3]),
+            "node 1 is back but leads nothing yet"
+        );
+        let mut leaderless = status(Some(1), true);
+        leaderless.groups.push(group("shard-2", None));
+        leaderless.shards = 2;
+        assert!(!leaders_spread_evenly(&leaderless), "a shard without a leader");
     }
 }
