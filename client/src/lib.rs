@@ -68,6 +68,7 @@ mod client;
 mod cluster;
 mod connection;
 mod convert;
+mod credit;
 mod error;
 mod message;
 mod options;
@@ -78,6 +79,7 @@ mod received;
 mod retry;
 mod routes;
 mod settings;
+mod subscribe_task;
 mod subscriber;
 
 pub use client::Client;
