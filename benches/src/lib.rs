@@ -25,6 +25,7 @@ pub mod process;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod table;
 
 pub use cli::Options;
 pub use run::run;
