@@ -52,10 +52,13 @@ impl ClusterStatus {
     /// The node that leads the group holding `topic`, as this view has it:
     /// the node a publish to `topic` is best sent to.
     pub fn leader_of(&self, topic: &str) -> Option<&ClusterNode> {
-        let name = match hermod_proto::routing::group_of(topic, self.shards) {
-            hermod_proto::routing::META_GROUP => "main-0".to_owned(),
-            shard => format!("shard-{shard}"),
-        };
+        self.group_leader(hermod_proto::routing::group_of(topic, self.shards))
+    }
+
+    /// The node that leads group `group` (0 the metadata group, then the
+    /// shards), as this view has it.
+    pub(crate) fn group_leader(&self, group: u32) -> Option<&ClusterNode> {
+        let name = hermod_proto::routing::group_name(group);
         let leader = self.groups.iter().find(|g| g.name == name)?.leader?;
         self.nodes.iter().find(|node| node.id == leader)
     }

@@ -68,11 +68,17 @@ impl Client {
         });
         let mut answers: Vec<Option<Answer>> = vec![None; count];
         for (indexes, outcome) in futures::future::join_all(rounds).await {
-            for (n, index) in indexes.into_iter().enumerate() {
-                answers[index] = Some(match &outcome {
-                    Ok(results) => results[n].clone(),
-                    Err(error) => Err(error.clone()),
-                });
+            match outcome {
+                Ok(results) => {
+                    for (index, answer) in indexes.into_iter().zip(results) {
+                        answers[index] = Some(answer);
+                    }
+                }
+                Err(error) => {
+                    for index in indexes {
+                        answers[index] = Some(Err(error.clone()));
+                    }
+                }
             }
         }
         Ok(answers

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hermod_proto::routing::group_of;
+use hermod_proto::routing::{META_GROUP, group_of};
 use tonic::transport::Channel;
 
 use crate::cluster::ClusterStatus;
@@ -39,23 +39,14 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    /// The table in a status: groups are named `main-0` and `shard-N`, and a
-    /// leader's address is its entry in the node list. Groups the answering
-    /// node leads get no route: the seed connection already goes there.
+    /// The table in a status: each group's leader, by its address in the
+    /// node list. Groups the answering node leads get no route: the seed
+    /// connection already goes there.
     pub(crate) fn from_status(status: &ClusterStatus) -> Self {
-        let addresses: HashMap<u64, &str> = status
-            .nodes
-            .iter()
-            .map(|node| (node.id, node.address.as_str()))
-            .collect();
-        let leaders = status
-            .groups
-            .iter()
+        let leaders = (META_GROUP..=status.shards)
             .filter_map(|group| {
-                let (_, id) = group.name.rsplit_once('-')?;
-                let leader = group.leader.filter(|leader| *leader != status.node_id)?;
-                let address = addresses.get(&leader)?;
-                Some((id.parse().ok()?, (*address).to_owned()))
+                let leader = status.group_leader(group)?;
+                (leader.id != status.node_id).then(|| (group, leader.address.clone()))
             })
             .collect();
         Self {

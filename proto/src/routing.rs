@@ -4,14 +4,26 @@
 /// The metadata group, which holds the broker's own `$` topics and, in a
 /// cluster of no shards, every topic.
 pub const META_GROUP: u32 = 0;
+/// The first character of the topics the broker keeps for itself.
+pub const RESERVED_PREFIX: char = '$';
 
 /// The group of `topic` in a cluster of `shards` shard groups (1..=shards):
 /// FNV-1a of the name, so every node and client, of every version, agrees.
 pub fn group_of(topic: &str, shards: u32) -> u32 {
-    if topic.starts_with('$') || shards == 0 {
+    if topic.starts_with(RESERVED_PREFIX) || shards == 0 {
         return META_GROUP;
     }
     1 + (fnv1a(topic.as_bytes()) % u64::from(shards)) as u32
+}
+
+/// The name a group goes by in the cluster's status: `main-0` for the
+/// metadata group, `shard-N` for the others.
+pub fn group_name(group: u32) -> String {
+    if group == META_GROUP {
+        format!("main-{META_GROUP}")
+    } else {
+        format!("shard-{group}")
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -39,6 +51,12 @@ mod tests {
         assert_eq!(group_of("$cluster.events", 8), META_GROUP);
         assert_eq!(group_of("orders.eu", 0), META_GROUP);
         assert_ne!(group_of("orders.eu", 8), META_GROUP);
+    }
+
+    #[test]
+    fn groups_are_named_as_the_status_shows_them() {
+        assert_eq!(group_name(META_GROUP), "main-0");
+        assert_eq!(group_name(3), "shard-3");
     }
 
     #[test]

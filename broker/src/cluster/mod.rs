@@ -82,7 +82,7 @@ pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 50_000;
 /// Entries proposed at once per append, and per replication message.
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
 /// The node's first Raft group, opened with it: it holds the membership.
-pub const MAIN_GROUP: u32 = 0;
+pub const MAIN_GROUP: u32 = hermod_proto::routing::META_GROUP;
 
 /// How a node takes part in its cluster.
 #[derive(Debug, Clone)]

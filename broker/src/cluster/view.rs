@@ -6,19 +6,13 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::sync::watch;
 
+use super::Consensus;
 use super::status::{ClusterView, GroupView, NodeView, Role};
 use super::transport::{PEER_CALL_TIMEOUT_MS, PeerReply, PeerRequest};
 use super::types::{NodeId, Raft};
-use super::{Consensus, MAIN_GROUP};
 
-/// The name operators see for a group.
-pub fn group_name(group: u32) -> String {
-    if group == MAIN_GROUP {
-        format!("main-{MAIN_GROUP}")
-    } else {
-        format!("shard-{group}")
-    }
-}
+/// The name operators (and routing clients) see for a group.
+pub use hermod_proto::routing::group_name;
 
 /// A watch that is true while `me` leads and has applied every entry of
 /// the terms before its own; it follows openraft's metrics until the Raft

@@ -9,7 +9,7 @@ use super::ValidationError;
 use super::limits::{MAX_MESSAGE_ID_BYTES, MAX_SUBSCRIPTION_NAME_BYTES, MAX_TOPIC_NAME_BYTES};
 
 /// Prefix of the names the broker keeps for itself.
-pub const RESERVED_PREFIX: char = '$';
+pub const RESERVED_PREFIX: char = hermod_proto::routing::RESERVED_PREFIX;
 /// The topic carrying the cluster's own events.
 pub const CLUSTER_EVENTS_TOPIC: &str = "$cluster.events";
 
