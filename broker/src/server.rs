@@ -308,7 +308,7 @@ fn group_parts(
     let store: Arc<dyn Store> = Keyspace::new(base.clone(), group);
     let machine = match group {
         MAIN_GROUP => StateMachine::open(store.clone())?,
-        _ => StateMachine::open_shard(store.clone())?,
+        _ => StateMachine::open_shard(store.clone(), group)?,
     };
     let (events, applied) = mpsc::channel(APPLIED_CHANNEL);
     let setup = GroupSetup {

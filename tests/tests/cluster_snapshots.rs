@@ -75,7 +75,7 @@ fn shard_of_topic() -> anyhow::Result<u32> {
 fn stored_payloads(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir)?);
     let shard: Arc<dyn Store> = Keyspace::new(store, shard_of_topic()?);
-    let reader = Reader::new(StateMachine::open_shard(shard)?);
+    let reader = Reader::new(StateMachine::open_shard(shard, shard_of_topic()?)?);
     let topic = TopicName::parse("topic", TOPIC)?;
     let record = reader
         .machine()

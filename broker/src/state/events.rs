@@ -87,6 +87,12 @@ impl Event<'_> {
     }
 }
 
+/// The id of the event that `group` appends at `now_ms` as its copy's
+/// sequence `sequence`.
+fn event_id(group: u32, now_ms: u64, sequence: u64) -> String {
+    format!("event-{group}-{now_ms}-{sequence}")
+}
+
 /// Settings of `$cluster.events` when the broker creates it.
 pub fn events_topic_settings() -> TopicSettings {
     TopicSettings {
@@ -96,8 +102,11 @@ pub fn events_topic_settings() -> TopicSettings {
 }
 
 impl Applier<'_, '_> {
-    /// Appends an event; the id is derived from the topic's next sequence so
-    /// that it is the same on every replica.
+    /// Appends an event. Its id is derived from the group, the command's
+    /// clock and the topic's next sequence: the same on every replica, and
+    /// unique in the cluster, since each group numbers its copy of the
+    /// topic on its own and two groups may apply an event in the same
+    /// millisecond.
     pub(super) fn append_event(&mut self, event: Event<'_>, now_ms: u64) -> Result<(), StorageError> {
         let topic = TopicName::cluster_events();
         if !self.catalog.topics.contains_key(&topic) {
@@ -112,7 +121,7 @@ impl Applier<'_, '_> {
         let payload = serde_json::to_vec(&event).expect("events serialise");
         let mut headers = Headers::new();
         headers.insert("hermod-event".into(), event.kind().into());
-        let id = MessageId::parse("id", &format!("event-{now_ms}-{next}")).expect("event ids are valid");
+        let id = MessageId::parse("id", &event_id(self.group, now_ms, next)).expect("event ids are valid");
         let message = NewMessage {
             id,
             topic,

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use crate::domain::META_GROUP;
 use crate::storage::{StorageError, Store};
 
 use super::catalog::Catalog;
@@ -15,10 +16,8 @@ use super::txn::Txn;
 pub struct StateMachine {
     store: Arc<dyn Store>,
     catalog: Arc<RwLock<Catalog>>,
-    /// Whether this group records subscription events: group 0 does, and
-    /// the shards, whose copies of every subscription follow group 0's, do
-    /// not repeat them.
-    subscription_events: bool,
+    /// The Raft group whose commands this machine applies.
+    group: u32,
 }
 
 /// Applies commands inside one transaction.
@@ -26,27 +25,29 @@ pub(super) struct Applier<'a, 'b> {
     pub catalog: &'a mut Catalog,
     pub txn: &'a mut Txn<'b>,
     pub out: &'a mut Vec<Applied>,
-    pub subscription_events: bool,
+    /// The group applying: it is part of every event's id, since several
+    /// groups write `$cluster.events` and number their copies on their own.
+    pub group: u32,
 }
 
 impl StateMachine {
     /// The state machine of group 0, the metadata group.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StorageError> {
-        Self::open_group(store, true)
+        Self::open_group(store, META_GROUP)
     }
 
-    /// The state machine of a shard group.
-    pub fn open_shard(store: Arc<dyn Store>) -> Result<Self, StorageError> {
-        Self::open_group(store, false)
+    /// The state machine of shard group `group`.
+    pub fn open_shard(store: Arc<dyn Store>, group: u32) -> Result<Self, StorageError> {
+        Self::open_group(store, group)
     }
 
-    fn open_group(store: Arc<dyn Store>, subscription_events: bool) -> Result<Self, StorageError> {
+    fn open_group(store: Arc<dyn Store>, group: u32) -> Result<Self, StorageError> {
         super::reindex::ensure_priority_index(store.as_ref())?;
         let catalog = Catalog::load(store.as_ref())?;
         Ok(Self {
             store,
             catalog: Arc::new(RwLock::new(catalog)),
-            subscription_events,
+            group,
         })
     }
 
@@ -87,7 +88,7 @@ impl StateMachine {
             catalog: &mut catalog,
             txn,
             out,
-            subscription_events: self.subscription_events,
+            group: self.group,
         };
         let mut responses = Vec::new();
         for command in commands {
@@ -110,6 +111,13 @@ impl StateMachine {
 }
 
 impl Applier<'_, '_> {
+    /// Whether this group records subscription events: group 0 does, and
+    /// the shards, whose copies of every subscription follow group 0's, do
+    /// not repeat them.
+    pub(super) fn records_subscription_events(&self) -> bool {
+        self.group == META_GROUP
+    }
+
     fn apply(&mut self, command: &Command) -> Result<Response, StorageError> {
         match command {
             Command::CreateTopic {

@@ -52,7 +52,7 @@ impl Applier<'_, '_> {
         self.txn.put(Cf::Meta, subscription_key(name), &record);
         self.catalog.subscriptions.insert(name.clone(), record.clone());
         self.out.push(Applied::SubscriptionCreated(name.clone()));
-        if self.subscription_events {
+        if self.records_subscription_events() {
             let event = Event::SubscriptionCreated {
                 subscription: name.as_str(),
                 pattern: settings.pattern.as_str(),
@@ -109,7 +109,7 @@ impl Applier<'_, '_> {
         self.txn
             .delete_range(Cf::Acks, acks.clone(), keys::prefix_end(&acks));
         self.out.push(Applied::SubscriptionDeleted(name.clone()));
-        if self.subscription_events {
+        if self.records_subscription_events() {
             let event = Event::SubscriptionDeleted {
                 subscription: name.as_str(),
             };

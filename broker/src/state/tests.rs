@@ -77,6 +77,13 @@ impl Harness {
         Self::on(Arc::new(MemoryStore::new()))
     }
 
+    /// The state machine of shard group `group`, in memory.
+    fn shard(group: u32) -> Self {
+        let machine = StateMachine::open_shard(Arc::new(MemoryStore::new()), group).unwrap();
+        let reader = Reader::new(machine.clone());
+        Self { machine, reader }
+    }
+
     fn on(store: Arc<dyn Store>) -> Self {
         let machine = StateMachine::open(store).unwrap();
         let reader = Reader::new(machine.clone());

@@ -177,7 +177,9 @@ pub async fn read_events(
     let mut seen = BTreeSet::new();
     Ok(messages
         .into_iter()
-        .filter(|(sequence, _, _)| seen.insert(*sequence))
+        // A redelivery repeats a message; ids tell apart the events that
+        // different groups stored under the same sequence.
+        .filter(|(_, id, _)| seen.insert(id.clone()))
         .filter_map(|(_, _, payload)| serde_json::from_slice(&payload).ok())
         .collect())
 }

@@ -63,3 +63,35 @@ fn identical_events_get_distinct_ids() {
     let second = h.message("$cluster.events", 2).unwrap();
     assert_ne!(first.id, second.id);
 }
+
+#[test]
+fn groups_that_write_events_at_the_same_moment_give_them_distinct_ids() {
+    // Each group numbers its copy of `$cluster.events` on its own, so two
+    // of them can store an event under the same sequence in the same
+    // millisecond; a consumer reading both must still tell them apart.
+    let main = Harness::memory();
+    let shard = Harness::shard(3);
+    for h in [&main, &shard] {
+        h.create_topic("a", TopicSettings::default(), 7).unwrap();
+    }
+    let in_main = main.message("$cluster.events", 1).unwrap();
+    let in_shard = shard.message("$cluster.events", 1).unwrap();
+    assert_eq!(in_main.payload, in_shard.payload);
+    assert_eq!(in_main.publish_time_ms, in_shard.publish_time_ms);
+    assert_ne!(in_main.id, in_shard.id);
+}
+
+#[test]
+fn a_shard_does_not_repeat_group_zeros_subscription_events() {
+    let shard = Harness::shard(2);
+    shard
+        .create_sub("billing", sub_settings("orders.>", StartPosition::New), 1)
+        .unwrap();
+    shard
+        .create_topic("orders.eu", TopicSettings::default(), 2)
+        .unwrap();
+    assert_eq!(
+        shard.events(),
+        vec![json!({"type": "topic_created", "topic": "orders.eu"})]
+    );
+}
