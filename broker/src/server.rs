@@ -306,10 +306,7 @@ fn group_parts(
     config: &Config,
 ) -> Result<(GroupParts, GroupSetup), BrokerError> {
     let store: Arc<dyn Store> = Keyspace::new(base.clone(), group);
-    let machine = match group {
-        MAIN_GROUP => StateMachine::open(store.clone())?,
-        _ => StateMachine::open_shard(store.clone(), group)?,
-    };
+    let machine = StateMachine::open_group(store.clone(), group)?;
     let (events, applied) = mpsc::channel(APPLIED_CHANNEL);
     let setup = GroupSetup {
         reader: Reader::new(machine.clone()),

@@ -74,8 +74,9 @@ fn shard_of_topic() -> anyhow::Result<u32> {
 /// Every payload of `TOPIC` in the database at `dir`, read from disk.
 fn stored_payloads(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir)?);
-    let shard: Arc<dyn Store> = Keyspace::new(store, shard_of_topic()?);
-    let reader = Reader::new(StateMachine::open_shard(shard, shard_of_topic()?)?);
+    let group = shard_of_topic()?;
+    let shard: Arc<dyn Store> = Keyspace::new(store, group);
+    let reader = Reader::new(StateMachine::open_group(shard, group)?);
     let topic = TopicName::parse("topic", TOPIC)?;
     let record = reader
         .machine()

@@ -36,12 +36,8 @@ impl StateMachine {
         Self::open_group(store, META_GROUP)
     }
 
-    /// The state machine of shard group `group`.
-    pub fn open_shard(store: Arc<dyn Store>, group: u32) -> Result<Self, StorageError> {
-        Self::open_group(store, group)
-    }
-
-    fn open_group(store: Arc<dyn Store>, group: u32) -> Result<Self, StorageError> {
+    /// The state machine of group `group`: the metadata group or a shard.
+    pub fn open_group(store: Arc<dyn Store>, group: u32) -> Result<Self, StorageError> {
         super::reindex::ensure_priority_index(store.as_ref())?;
         let catalog = Catalog::load(store.as_ref())?;
         Ok(Self {

@@ -79,13 +79,14 @@ impl Harness {
 
     /// The state machine of shard group `group`, in memory.
     fn shard(group: u32) -> Self {
-        let machine = StateMachine::open_shard(Arc::new(MemoryStore::new()), group).unwrap();
-        let reader = Reader::new(machine.clone());
-        Self { machine, reader }
+        Self::of(StateMachine::open_group(Arc::new(MemoryStore::new()), group).unwrap())
     }
 
     fn on(store: Arc<dyn Store>) -> Self {
-        let machine = StateMachine::open(store).unwrap();
+        Self::of(StateMachine::open(store).unwrap())
+    }
+
+    fn of(machine: StateMachine) -> Self {
         let reader = Reader::new(machine.clone());
         Self { machine, reader }
     }
